@@ -1,0 +1,1 @@
+//! Azure Resource Manager client for Azure Stack Hub (see issue: ARM client).

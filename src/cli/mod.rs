@@ -1,0 +1,1 @@
+//! Command-line interface: clap types, one file per subcommand.

@@ -1,0 +1,1 @@
+//! Node operations on the Kubernetes API (see issue: node operations).

@@ -1,0 +1,3 @@
+//! Simulator of an Azure Stack Hub stamp and its cluster, served on loopback.
+
+pub mod clock;
