@@ -9,4 +9,5 @@ pub mod cli;
 pub mod kube;
 pub mod model;
 pub mod sim;
+pub mod upgrade;
 pub mod versions;

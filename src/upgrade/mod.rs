@@ -1,0 +1,3 @@
+//! The upgrade: checks, model adjustments, and (with the engine) observe → plan → execute.
+
+pub mod adjust;
