@@ -8,6 +8,8 @@ pub mod arm;
 pub mod cli;
 pub mod kube;
 pub mod model;
+pub mod names;
 pub mod sim;
+pub mod template;
 pub mod upgrade;
 pub mod versions;
