@@ -62,7 +62,8 @@ impl fmt::Display for NodeName {
 }
 
 /// Which pool a VM belongs to, with what aks-engine needs to name it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
 pub enum PoolKind {
     Master,
     /// An agent pool: its name, its position in `agentPoolProfiles`, and whether it runs Windows.
