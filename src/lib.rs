@@ -9,6 +9,7 @@ pub mod cli;
 pub mod kube;
 pub mod model;
 pub mod names;
+pub mod report;
 pub mod sim;
 pub mod template;
 pub mod upgrade;
