@@ -280,13 +280,12 @@ pub(crate) fn classify(error: &reqwest::Error) -> TransportKind {
             return TransportKind::Tls;
         }
         if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
-                return TransportKind::Tls;
-            }
             io_kind.get_or_insert(io.kind());
+            // `io::Error::source` skips the wrapped error itself: step into it.
+            if let Some(inner) = io.get_ref() {
+                source = Some(inner as &(dyn std::error::Error + 'static));
+                continue;
+            }
         }
         source = current.source();
     }
