@@ -954,3 +954,152 @@ async fn debug_output_never_shows_the_secret() {
     assert!(!shown.contains(SECRET), "{shown}");
     assert!(shown.contains("adfs"), "{shown}");
 }
+
+/// A TCP endpoint that counts connections and either drops them at once or holds them silently.
+async fn counting_listener(hold: bool) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if hold {
+                held.push(socket);
+            } else {
+                drop(socket);
+            }
+        }
+    });
+    (format!("https://127.0.0.1:{port}"), count)
+}
+
+fn config_at(stub: &Stub, base: &str) -> ArmConfig {
+    let mut config = config(stub, IdentitySystem::Adfs, secret_auth());
+    config.environment.resource_manager_endpoint = format!("{base}/");
+    config.environment.active_directory_endpoint = format!("{base}/adfs/");
+    config.http.retry.max_attempts = 3;
+    config
+}
+
+#[tokio::test]
+async fn connection_resets_are_retried_then_reported() {
+    let stub = Stub::start().await;
+    let (base, count) = counting_listener(false).await;
+    let client = ArmClient::new(config_at(&stub, &base))
+        .await
+        .expect("client");
+    let error = client.get_vm(RG, "vm0").await.expect_err("reset");
+    assert!(
+        matches!(
+            error,
+            Error::Transport {
+                kind: TransportKind::Reset | TransportKind::Connect,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.is_retryable());
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "three attempts"
+    );
+    assert!(error.to_string().contains("getting a token"), "{error}");
+}
+
+#[tokio::test]
+async fn timeouts_are_retried_then_reported() {
+    let stub = Stub::start().await;
+    let (base, count) = counting_listener(true).await;
+    let mut config = config_at(&stub, &base);
+    config.http.request_timeout = Duration::from_millis(200);
+    config.http.retry.max_attempts = 2;
+    let client = ArmClient::new(config).await.expect("client");
+    let error = client.get_vm(RG, "vm0").await.expect_err("timeout");
+    assert!(
+        matches!(
+            error,
+            Error::Transport {
+                kind: TransportKind::Timeout,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "two attempts"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_replaced_once() {
+    let stub = Stub::start().await;
+    register_secret(&stub);
+    stub.route("GET", &vm_path("vm0"), vec![Reply::json(200, vm("vm0"))]);
+    let client = ArmClient::new(config(&stub, IdentitySystem::Adfs, secret_auth()))
+        .await
+        .expect("client");
+    client.get_vm(RG, "vm0").await.expect("get");
+    stub.revoke_tokens();
+    client
+        .get_vm(RG, "vm0")
+        .await
+        .expect("get after revocation");
+    let auth: Vec<_> = stub
+        .arm_requests()
+        .iter()
+        .map(|r| r.headers["authorization"].clone())
+        .collect();
+    assert_eq!(auth, ["Bearer token-1", "Bearer token-1", "Bearer token-2"]);
+}
+
+#[tokio::test]
+async fn the_environment_is_discovered_from_the_portal_url() {
+    let stub = Stub::start().await;
+    stub.route(
+        "GET",
+        "/metadata/endpoints",
+        vec![Reply::json(
+            200,
+            json!({"galleryEndpoint": "https://gallery/", "graphEndpoint": "https://graph/", "portalEndpoint": "https://portal/",
+                   "authentication": {"loginEndpoint": "https://adfs.local.azurestack.external/adfs/", "audiences": [AUDIENCE]}}),
+        )],
+    );
+    let port = stub.addr().port();
+    let custom = aksup::model::CustomCloudProfile {
+        environment: None,
+        identity_system: "adfs".into(),
+        authentication_method: "client_secret".into(),
+        portal_url: format!("https://portal.local.azurestack.external:{port}/"),
+    };
+    let http = HttpOptions {
+        ca_file: Some(stub.ca_path().to_owned()),
+        resolve: vec![(arm_stub::STAMP_ARM_HOST.to_owned(), stub.addr())],
+        retry: fast_retry(),
+        ..HttpOptions::default()
+    };
+    let env = ArmClient::resolve_environment(None, Some(&custom), &http)
+        .await
+        .expect("discovered");
+    assert_eq!(
+        env.resource_manager_endpoint,
+        format!("https://management.local.azurestack.external:{port}/")
+    );
+    assert_eq!(env.token_audience, AUDIENCE);
+    assert!(env.login_is_adfs());
+    assert_eq!(
+        env.resource_manager_vm_dns_suffix,
+        "cloudapp.azurestack.external"
+    );
+    let request = &stub.requests()[0];
+    assert_eq!(request.path, "/metadata/endpoints");
+    assert_eq!(request.api_version(), Some("2015-01-01"));
+    assert!(!request.headers.contains_key("authorization"));
+}

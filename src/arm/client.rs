@@ -36,6 +36,10 @@ pub struct HttpOptions {
     /// The whole request, answer included.
     pub request_timeout: Duration,
     pub retry: RetryPolicy,
+    /// Host name overrides (like `curl --resolve`): connect to this address for
+    /// that host while still verifying its certificate by name. For simulators
+    /// and tests that serve a stamp's real host names on loopback.
+    pub resolve: Vec<(String, std::net::SocketAddr)>,
 }
 
 impl Default for HttpOptions {
@@ -46,6 +50,7 @@ impl Default for HttpOptions {
             connect_timeout: Duration::from_secs(20),
             request_timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
+            resolve: Vec::new(),
         }
     }
 }
@@ -72,6 +77,7 @@ impl HttpOptions {
         }
         Http::new(
             &files,
+            &self.resolve,
             self.connect_timeout,
             self.request_timeout,
             self.retry.clone(),
@@ -784,5 +790,41 @@ async fn discover_tenant(
             "{doing}: ARM answered {} without a usable WWW-Authenticate challenge; pass --tenant-id or set AZURE_TENANT_ID",
             reply.status
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUB: &str = "d4a1e0c2-3b5f-4c6d-8e7f-0a1b2c3d4e5f";
+
+    #[test]
+    fn subscription_comes_from_flag_env_or_azure_cli() {
+        let none = |_: &str| None;
+        assert_eq!(
+            resolve_subscription_id(Some(SUB), &none).expect("flag"),
+            SUB
+        );
+        let env = |name: &str| (name == "AZURE_SUBSCRIPTION_ID").then(|| SUB.to_owned());
+        assert_eq!(resolve_subscription_id(None, &env).expect("env"), SUB);
+
+        let home = tempfile::tempdir().expect("tempdir");
+        let dir = home.path().join(".azure");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("config"), "[cloud]\nname = AzureStackUser\n").expect("write");
+        std::fs::write(
+            dir.join("clouds.config"),
+            format!("[AzureStackUser]\nsubscription = {SUB}\n"),
+        )
+        .expect("write");
+        let home_path = home.path().to_string_lossy().into_owned();
+        let env = move |name: &str| (name == "HOME").then(|| home_path.clone());
+        assert_eq!(resolve_subscription_id(None, &env).expect("cli"), SUB);
+
+        let error = resolve_subscription_id(None, &none).unwrap_err();
+        assert!(error.to_string().contains("--subscription-id"), "{error}");
+        let error = resolve_subscription_id(Some("prod"), &none).unwrap_err();
+        assert!(error.to_string().contains("not a UUID"), "{error}");
     }
 }

@@ -136,6 +136,7 @@ impl Http {
     /// Certificate verification is always on; redirects are never followed.
     pub fn new(
         ca_files: &[(PathBuf, &'static str)],
+        resolve: &[(String, std::net::SocketAddr)],
         connect_timeout: Duration,
         request_timeout: Duration,
         retry: RetryPolicy,
@@ -144,7 +145,11 @@ impl Http {
         for (path, what) in ca_files {
             extra.extend(read_ca(path, what)?);
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for (host, address) in resolve {
+            builder = builder.resolve(host, *address);
+        }
+        let client = builder
             .tls_certs_merge(extra)
             .https_only(true)
             .redirect(reqwest::redirect::Policy::none())

@@ -130,7 +130,7 @@ impl RetryPolicy {
     /// A server-given wait, scaled, floored and capped.
     pub fn server_wait(&self, wait: Duration) -> Duration {
         let scale = if self.time_scale.is_finite() && self.time_scale > 0.0 {
-            self.time_scale
+            self.time_scale.max(0.001)
         } else {
             1.0
         };

@@ -26,6 +26,8 @@ pub const CLIENT_ID: &str = "0b7e5a6c-96d9-4b7e-9b3a-2f5e8e4f1a11";
 pub const SUBSCRIPTION: &str = "d4a1e0c2-3b5f-4c6d-8e7f-0a1b2c3d4e5f";
 pub const AUDIENCE: &str =
     "https://management.adfs.azurestack.local/4de154de-f8a8-4017-af41-df619da68155";
+/// A stamp host name the stub's certificate also covers (reach it with `HttpOptions::resolve`).
+pub const STAMP_ARM_HOST: &str = "management.local.azurestack.external";
 pub const SECRET: &str = "s3cr3t-Value~with.chars";
 
 /// One recorded request.
@@ -114,6 +116,7 @@ struct Inner {
     routes: Vec<Route>,
     identity: Identity,
     issued: Vec<String>,
+    minted: usize,
     expires_in: Option<Value>,
     allowed_api_versions: Option<Vec<String>>,
     assertions: Vec<AssertionCheck>,
@@ -149,9 +152,12 @@ fn server_certificates() -> (String, String, String) {
     let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let server_key = rcgen::KeyPair::generate().expect("server key");
-    let mut params =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("params");
+    let mut params = rcgen::CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        STAMP_ARM_HOST.to_owned(),
+    ])
+    .expect("params");
     params.distinguished_name.push(
         rcgen::DnType::CommonName,
         "management.local.azurestack.external",
@@ -229,6 +235,23 @@ impl Stub {
     /// The stub's CA certificate (PEM file).
     pub fn ca_path(&self) -> &Path {
         &self.ca_path
+    }
+
+    /// The stub's socket address.
+    pub fn addr(&self) -> SocketAddr {
+        let port = self
+            .shared
+            .base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Forgets every issued token: ARM answers 401 to them from now on.
+    pub fn revoke_tokens(&self) {
+        self.shared.inner.lock().expect("lock").issued.clear();
     }
 
     pub fn dir(&self) -> &Path {
@@ -338,7 +361,8 @@ async fn handle(
         .get("authorization")
         .and_then(|h| h.strip_prefix("Bearer "))
         .is_some_and(|token| inner.issued.iter().any(|t| t == token));
-    if !authorized {
+    // The metadata endpoint is public.
+    if !authorized && !recorded.path.eq_ignore_ascii_case("/metadata/endpoints") {
         let reply = Reply::error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
             .header(
                 "WWW-Authenticate",
@@ -439,7 +463,8 @@ fn token(base: &str, inner: &mut Inner, request: &Recorded) -> Reply {
     } else {
         return invalid_client("AADSTS7000216: 'client_assertion' or 'client_secret' is required.");
     }
-    let token = format!("token-{}", inner.issued.len() + 1);
+    inner.minted += 1;
+    let token = format!("token-{}", inner.minted);
     inner.issued.push(token.clone());
     let expires_in = inner.expires_in.clone().unwrap_or_else(|| json!("3600"));
     Reply::json(
