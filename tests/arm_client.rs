@@ -1103,3 +1103,59 @@ async fn the_environment_is_discovered_from_the_portal_url() {
     assert_eq!(request.api_version(), Some("2015-01-01"));
     assert!(!request.headers.contains_key("authorization"));
 }
+
+/// The credential is a plain `azure_core` `TokenCredential`: it plugs into an
+/// `azure_core` pipeline with `BearerTokenAuthorizationPolicy`, as SDK clients use it.
+#[tokio::test]
+async fn the_credential_works_in_an_azure_core_pipeline() {
+    use azure_core::http::policies::Policy;
+    use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
+    use azure_core::http::{
+        ClientOptions, Context, Method, Pipeline, Request, RetryOptions, Transport,
+    };
+    use std::sync::Arc;
+
+    let stub = Stub::start().await;
+    let cert = client_certificate("pipeline-sp");
+    register_cert(&stub, &cert);
+    stub.route("GET", &vm_path("vm0"), vec![Reply::json(200, vm("vm0"))]);
+    let client = ArmClient::new(config(&stub, IdentitySystem::Adfs, cert_auth(&stub, &cert)))
+        .await
+        .expect("client");
+    let credential: Arc<dyn azure_core::credentials::TokenCredential> =
+        client.credential().expect("own credential").clone();
+
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(stub.ca_path()).expect("ca")).expect("pem");
+    let http = reqwest::Client::builder()
+        .tls_certs_merge([ca])
+        .build()
+        .expect("reqwest");
+    let options = ClientOptions {
+        transport: Some(Transport::new(Arc::new(http))),
+        retry: RetryOptions::none(),
+        ..ClientOptions::default()
+    };
+    let auth: Arc<dyn Policy> = Arc::new(BearerTokenAuthorizationPolicy::new(
+        credential,
+        [format!("{AUDIENCE}/.default")],
+    ));
+    let pipeline = Pipeline::new(
+        Some("aksup-test"),
+        Some("0"),
+        options,
+        Vec::new(),
+        vec![auth],
+        None,
+    );
+    let url = format!("{}{}?api-version=2020-06-01", stub.base(), vm_path("vm0"));
+    let mut request = Request::new(url.parse().expect("url"), Method::Get);
+    let response = pipeline
+        .send(&Context::new(), &mut request, None)
+        .await
+        .expect("sent");
+    assert_eq!(u16::from(response.status()), 200);
+    let last = stub.arm_requests().pop().expect("request");
+    assert_eq!(last.headers["authorization"], "Bearer token-1");
+    assert_eq!(stub.token_requests()[0].form()["resource"], AUDIENCE);
+}
