@@ -1159,3 +1159,46 @@ async fn the_credential_works_in_an_azure_core_pipeline() {
     assert_eq!(last.headers["authorization"], "Bearer token-1");
     assert_eq!(stub.token_requests()[0].form()["resource"], AUDIENCE);
 }
+
+#[tokio::test]
+async fn lro_polling_honours_retry_after() {
+    let stub = Stub::start().await;
+    register_secret(&stub);
+    stub.route(
+        "DELETE",
+        &vm_path("vm0"),
+        vec![
+            Reply::empty(202)
+                .header("Azure-AsyncOperation", "{BASE}/ops/paced")
+                .header("Retry-After", "0.4"),
+        ],
+    );
+    stub.route(
+        "GET",
+        "/ops/paced",
+        vec![
+            Reply::json(200, json!({"status": "InProgress"})),
+            Reply::json(200, json!({"status": "InProgress"})).header("Retry-After", "0.4"),
+            Reply::json(200, json!({"status": "Succeeded"})),
+        ],
+    );
+    let client = ArmClient::new(config(&stub, IdentitySystem::Adfs, secret_auth()))
+        .await
+        .expect("client");
+    client
+        .delete_vm(RG, "vm0", &lro_options())
+        .await
+        .expect("deleted");
+    let times: Vec<_> = stub.arm_requests().iter().map(|r| r.at).collect();
+    assert_eq!(times.len(), 4);
+    let gaps: Vec<f64> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    // Waits after a Retry-After of 0.4 s; the one without it uses the 20 ms default interval.
+    assert!(gaps[0] >= 0.4 && gaps[2] >= 0.4, "{gaps:?}");
+    assert!(
+        gaps[0] / gaps[1] > 4.0 && gaps[2] / gaps[1] > 4.0,
+        "{gaps:?}"
+    );
+}

@@ -462,4 +462,38 @@ mod tests {
         let empty = model::CustomCloudProfile::default();
         assert!(AzureEnvironment::source(None, Some(&empty)).is_err());
     }
+
+    /// `customCloudProfile`s as real apimodels carry them (aks-engine's testdata).
+    #[test]
+    fn real_custom_cloud_profiles() {
+        let stack: model::CustomCloudProfile = serde_json::from_str(
+            r#"{"identitySystem":"azure_ad","authenticationMethod":"client_secret","portalURL":"https://portal.local.azurestack.external/",
+                "environment":{"name":"AzureStackCloud","managementPortalURL":"","publishSettingsURL":"",
+                "serviceManagementEndpoint":"https://management.azurestackci15.onmicrosoft.com/36f71706-54df-4305-9847-5b038a4cf189",
+                "resourceManagerEndpoint":"https://management.local.azurestack.external/","activeDirectoryEndpoint":"https://login.windows.net/",
+                "galleryEndpoint":"https://portal.local.azurestack.external:30015/","keyVaultEndpoint":"https://vault.azurestackci15.onmicrosoft.com/36f71706-54df-4305-9847-5b038a4cf189",
+                "graphEndpoint":"https://graph.windows.net/","storageEndpointSuffix":"local.azurestack.external","serviceBusEndpointSuffix":"",
+                "keyVaultDNSSuffix":"vault.local.azurestack.external","resourceManagerVMDNSSuffix":"cloudapp.azurestack.external"}}"#,
+        )
+        .expect("profile");
+        match AzureEnvironment::source(None, Some(&stack)).expect("source") {
+            EnvironmentSource::Ready(env) => {
+                assert_eq!(
+                    env.resource_manager_endpoint,
+                    "https://management.local.azurestack.external/"
+                );
+                assert_eq!(
+                    env.token_audience,
+                    "https://management.azurestackci15.onmicrosoft.com/36f71706-54df-4305-9847-5b038a4cf189"
+                );
+                assert!(!env.login_is_adfs());
+            }
+            other => panic!("{other:?}"),
+        }
+        // The deploy-time template leaves portalURL empty and has no environment.
+        let template: model::CustomCloudProfile =
+            serde_json::from_str(r#"{"portalURL":"","identitySystem":""}"#).expect("profile");
+        let error = AzureEnvironment::source(None, Some(&template)).unwrap_err();
+        assert!(error.to_string().contains("portalURL"), "{error}");
+    }
 }
