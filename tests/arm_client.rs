@@ -1202,3 +1202,36 @@ async fn lro_polling_honours_retry_after() {
         "{gaps:?}"
     );
 }
+
+#[tokio::test]
+async fn a_refused_deployment_names_the_innermost_cause() {
+    let stub = Stub::start().await;
+    register_secret(&stub);
+    let deployment = format!(
+        "/subscriptions/{SUBSCRIPTION}/resourcegroups/{RG}/providers/Microsoft.Resources/deployments/bad-template"
+    );
+    stub.route(
+        "PUT",
+        &deployment,
+        vec![Reply::json(
+            400,
+            json!({"error": {"code": "InvalidTemplateDeployment", "message": "The template deployment 'bad-template' is not valid according to the validation procedure.",
+                   "details": [{"code": "OperationNotAllowed", "message": "Operation results in exceeding quota limits of Core. Maximum allowed: 100"}]}}),
+        )],
+    );
+    let client = ArmClient::new(config(&stub, IdentitySystem::Adfs, secret_auth()))
+        .await
+        .expect("client");
+    let request = DeploymentRequest::incremental(json!({}), json!({}));
+    let error = client
+        .put_deployment(RG, "bad-template", &request, &lro_options())
+        .await
+        .expect_err("refused");
+    assert_eq!(error.status(), Some(400));
+    assert_eq!(error.code(), Some("InvalidTemplateDeployment"));
+    assert_eq!(
+        error.to_string(),
+        "deploying bad-template to resource group kube-rg: 400 InvalidTemplateDeployment: The template deployment 'bad-template' is not valid according to the validation procedure.; caused by OperationNotAllowed: Operation results in exceeding quota limits of Core. Maximum allowed: 100 (request id req-0001)"
+    );
+    assert_eq!(stub.arm_requests().len(), 1, "a 400 is not retried");
+}

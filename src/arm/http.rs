@@ -11,7 +11,7 @@ use reqwest::header::HeaderMap;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::error::{ArmErrorBody, one_line};
+use super::error::{ArmErrorBody, innermost_error, one_line};
 use super::retry::{Decision, Outcome, RetryPolicy, parse_retry_after};
 use super::{Error, Result, TransportKind};
 
@@ -70,7 +70,19 @@ impl Reply {
     /// The ARM error of a failed answer.
     pub fn error(&self, doing: &str) -> Error {
         let (code, message) = match ArmErrorBody::parse(&self.body) {
-            Some(body) => (body.code, one_line(&body.message)),
+            Some(body) => {
+                // Name the innermost cause too when it differs (InvalidTemplate → details).
+                let (inner_code, inner_message) = innermost_error(&body);
+                let message = one_line(&body.message);
+                if inner_code != body.code && !inner_code.is_empty() {
+                    (
+                        body.code,
+                        format!("{message}; caused by {inner_code}: {inner_message}"),
+                    )
+                } else {
+                    (body.code, message)
+                }
+            }
             None => (
                 format!("HTTP{}", self.status),
                 format!(
