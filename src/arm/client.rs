@@ -493,7 +493,7 @@ impl ArmClient {
 
     // ---- operations ----------------------------------------------------
 
-    /// All VMs of a resource group (every page).
+    /// All VMs of a resource group (every page), sorted by name (case-insensitive).
     pub async fn list_vms(&self, resource_group: &str) -> Result<Vec<VirtualMachine>> {
         let doing = format!("listing the VMs of resource group {resource_group}");
         let url = self.rg_url(
@@ -502,7 +502,9 @@ impl ArmClient {
             ResourceType::VirtualMachines,
             &[],
         )?;
-        self.list_all(url, &doing).await
+        let mut vms: Vec<VirtualMachine> = self.list_all(url, &doing).await?;
+        vms.sort_by_key(|vm| vm.name.to_ascii_lowercase());
+        Ok(vms)
     }
 
     /// One VM with its instance view; `None` when it does not exist.
