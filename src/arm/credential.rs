@@ -411,7 +411,11 @@ pub(crate) fn load_rsa_key(path: &Path) -> Result<RsaKeyPair> {
             ));
         }
     };
-    parsed.map_err(|rejected| bad(format!("the RSA key is rejected ({rejected})")))
+    parsed.map_err(|rejected| {
+        bad(format!(
+            "it is not a usable RSA key ({rejected}); AAD and ADFS client certificates need an RSA key"
+        ))
+    })
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -912,5 +916,45 @@ mod tests {
             scope_of_resource("https://aud/guid"),
             "https://aud/guid/.default"
         );
+    }
+
+    #[test]
+    fn certificate_and_key_files_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ec = rcgen::KeyPair::generate().expect("ec key");
+        let ec_path = dir.path().join("ec.pem");
+        std::fs::write(&ec_path, ec.serialize_pem()).expect("write");
+        let error = load_rsa_key(&ec_path).expect_err("refused");
+        assert!(error.to_string().contains("need an RSA key"), "{error}");
+
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "hello").expect("write");
+        assert!(
+            load_rsa_key(&garbage)
+                .expect_err("refused")
+                .to_string()
+                .contains("no PRIVATE KEY")
+        );
+        assert!(
+            load_certificate(&garbage)
+                .expect_err("refused")
+                .to_string()
+                .contains("no BEGIN CERTIFICATE")
+        );
+        let missing = dir.path().join("missing.pem");
+        assert!(matches!(
+            load_certificate(&missing),
+            Err(Error::ReadFile { .. })
+        ));
+
+        let rsa =
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+                .expect("rsa");
+        let rsa_path = dir.path().join("rsa.pem");
+        std::fs::write(&rsa_path, rsa.serialize_pem()).expect("write");
+        assert!(load_rsa_key(&rsa_path).is_ok());
+        // The key's text never shows up in an error about it.
+        let error = load_certificate(&rsa_path).expect_err("no cert");
+        assert!(!error.to_string().contains("PRIVATE"), "{error}");
     }
 }
