@@ -1,0 +1,1 @@
+//! Scenario functions shared by the request-sequence, simulator and real-API tests.
