@@ -373,6 +373,7 @@ impl Drainer<'_> {
             let pods = self.list_pods().await?;
             let work = self.plan_round(&pods).await?;
             if work.is_empty() && self.leaving.is_empty() {
+                self.result.remaining = Vec::new();
                 self.result.elapsed = start.elapsed();
                 self.events.on_event(NodeEvent::DrainFinished {
                     node: self.node.clone(),
@@ -388,6 +389,7 @@ impl Drainer<'_> {
             let blocked = self.act(work).await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let delay = if blocked.is_empty() {
+                self.result.remaining = Vec::new();
                 backoff.reset();
                 self.options.poll_interval
             } else {
