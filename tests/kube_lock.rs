@@ -251,3 +251,26 @@ fn expiry_is_renew_time_plus_duration() {
         now
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_handle_stops_renewing_and_releases() {
+    let (client, handle) = mock_client();
+    let events = Arc::new(RecordedEvents::default());
+    let me = holder("host-a", "host-a/1/drop");
+    let script = vec![
+        Exchange::fail("GET", LEASE, 404, "NotFound", "not found"),
+        Exchange::new("POST", LEASES, 201, lease(&me, &now(), 0)),
+        Exchange::ok("GET", LEASE, lease(&me, &now(), 0)),
+        Exchange::ok("DELETE", LEASE, success()),
+    ];
+    let server = serve(handle, script);
+    let lock = UpgradeLock::acquire(&client, me.clone(), LockOptions::default(), events.clone()).await.unwrap();
+    drop(lock);
+    // The release runs in the background; no renewal happens afterwards.
+    let recorded = server.await.unwrap();
+    assert_eq!(recorded[3].method, "DELETE");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let events = events.take();
+    assert!(matches!(events.last(), Some(NodeEvent::LockReleased { .. })), "{events:?}");
+    assert!(!events.iter().any(|e| matches!(e, NodeEvent::LockRenewed { .. })));
+}
