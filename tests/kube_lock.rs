@@ -264,13 +264,22 @@ async fn dropping_the_handle_stops_renewing_and_releases() {
         Exchange::ok("DELETE", LEASE, success()),
     ];
     let server = serve(handle, script);
-    let lock = UpgradeLock::acquire(&client, me.clone(), LockOptions::default(), events.clone()).await.unwrap();
+    let lock = UpgradeLock::acquire(&client, me.clone(), LockOptions::default(), events.clone())
+        .await
+        .unwrap();
     drop(lock);
     // The release runs in the background; no renewal happens afterwards.
     let recorded = server.await.unwrap();
     assert_eq!(recorded[3].method, "DELETE");
     tokio::time::sleep(Duration::from_secs(120)).await;
     let events = events.take();
-    assert!(matches!(events.last(), Some(NodeEvent::LockReleased { .. })), "{events:?}");
-    assert!(!events.iter().any(|e| matches!(e, NodeEvent::LockRenewed { .. })));
+    assert!(
+        matches!(events.last(), Some(NodeEvent::LockReleased { .. })),
+        "{events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::LockRenewed { .. }))
+    );
 }

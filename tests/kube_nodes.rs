@@ -649,3 +649,112 @@ mod connect {
         assert!(!text.contains("c2VjcmV0"), "{text}");
     }
 }
+
+/// The apimodel-built connection over real TLS: the CA from
+/// `certificateProfile` is trusted, the client certificate and key load, and
+/// `masterProfile.fqdn` (`127.0.0.1:<port>`, as the simulator writes it) is the server.
+#[tokio::test]
+async fn apimodel_connection_talks_tls_to_the_master_fqdn() {
+    use aksup::kube::connect::{ApiModelAccess, ClusterAccess, connect};
+    use axum::routing::get;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["127.0.0.1".into()]);
+    let (client_cert, client_key) = leaf(vec!["client".into()]);
+
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/nodes/{name}",
+        get(|| async { axum::Json(node("k8s-agent-0", true, json!({}))) }),
+    );
+    let app = app.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push(format!(
+                    "{} {}",
+                    request.method(),
+                    request.uri().path()
+                ));
+                next.run(request).await
+            }
+        },
+    ));
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        server_cert.into_bytes(),
+        server_key.into_bytes(),
+    )
+    .await
+    .unwrap();
+    let handle = axum_server::Handle::new();
+    let server =
+        axum_server::bind_rustls("127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(), tls)
+            .handle(handle.clone())
+            .serve(app.into_make_service());
+    tokio::spawn(server);
+    let address = handle.listening().await.unwrap();
+
+    let document = json!({
+        "apiVersion": "vlabs", "location": "local",
+        "properties": {
+            "orchestratorProfile": {"orchestratorType": "Kubernetes", "orchestratorVersion": "1.30.4"},
+            "masterProfile": {"count": 1, "dnsPrefix": "k1", "fqdn": format!("127.0.0.1:{}", address.port())},
+            "agentPoolProfiles": [],
+            "certificateProfile": {"caCertificate": ca.pem(), "kubeConfigCertificate": client_cert,
+                                   "kubeConfigPrivateKey": client_key},
+        }
+    });
+    let model = aksup::model::ApiModel::parse(&document.to_string()).unwrap();
+    let client = connect(
+        &ClusterAccess::ApiModel(ApiModelAccess::default()),
+        Some(model.view()),
+    )
+    .await
+    .unwrap();
+    let outcome = cordon(
+        &client,
+        &name(),
+        &RetryPolicy::default(),
+        &RecordedEvents::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome, CordonOutcome::AlreadyCordoned { by_aksup: false });
+    assert_eq!(*seen.lock().unwrap(), ["GET /api/v1/nodes/k8s-agent-0"]);
+    handle.shutdown();
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_ready_waits_for_a_node_that_has_not_registered_yet() {
+    let (client, handle) = mock_client();
+    let script = vec![
+        Exchange::ok("GET", "/api/v1/nodes", node_list(vec![])),
+        Exchange::watch(
+            "/api/v1/nodes",
+            &[
+                json!({"type": "ADDED", "object": node_status("k8s-agent-0", "True", "1.30.4", "21")}),
+            ],
+        ),
+    ];
+    let node = name();
+    let events = RecordedEvents::default();
+    let (outcome, _) = run(
+        handle,
+        script,
+        wait_ready(&client, &node, "v1.30.4", Duration::from_secs(60), &events),
+    )
+    .await;
+    assert_eq!(outcome.unwrap().kubelet_version, "1.30.4");
+}
