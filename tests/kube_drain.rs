@@ -521,3 +521,42 @@ fn default_timeouts_follow_aks_engine() {
         DrainTimeoutPolicy::Fail
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn cordon_and_drain_cordons_first_and_skips_a_missing_node() {
+    let node_path = "/api/v1/nodes/k8s-agent-0";
+    let script = vec![
+        Exchange::ok("GET", node_path, node(NODE, false, json!({}))),
+        Exchange::ok("PATCH", node_path, node(NODE, true, json!({}))),
+        list(vec![pod("default", "web-1", "u1", NODE)]),
+        evict("web-1", 201),
+        list(vec![]),
+    ];
+    let (client, handle) = mock_client();
+    let (events, name) = (RecordedEvents::default(), NodeName::new(NODE));
+    let (outcome, _) = run(
+        handle,
+        script,
+        drain::cordon_and_drain(&client, &name, &options(), &events),
+    )
+    .await;
+    let outcome = outcome.unwrap();
+    assert_eq!(outcome.cordon, aksup::kube::CordonOutcome::Cordoned);
+    assert_eq!(outcome.drain.unwrap().evicted.len(), 1);
+
+    let script = vec![Exchange::fail(
+        "GET",
+        node_path,
+        404,
+        "NotFound",
+        "not found",
+    )];
+    let (client, handle) = mock_client();
+    let (outcome, _) = run(
+        handle,
+        script,
+        drain::cordon_and_drain(&client, &name, &options(), &events),
+    )
+    .await;
+    assert_eq!(outcome.unwrap().drain, None);
+}

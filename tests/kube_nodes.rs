@@ -606,7 +606,8 @@ mod connect {
         use base64::Engine;
         let cluster = model(json!({"count": 1, "dnsPrefix": "k1"}), json!({}));
         let text = kubeconfig_from_apimodel(&cluster, &ApiModelAccess::default()).unwrap();
-        let document: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(format!("{text:?}"), "Secret(<redacted>)");
+        let document: Value = serde_json::from_str(text.expose()).unwrap();
         assert_eq!(
             document["clusters"][0]["cluster"]["server"],
             "https://k1.local.cloudapp.azurestack.external"
@@ -623,7 +624,7 @@ mod connect {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kubeconfig");
         write_kubeconfig(&cluster, &ApiModelAccess::default(), &path).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text.expose());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -757,4 +758,29 @@ async fn wait_ready_waits_for_a_node_that_has_not_registered_yet() {
     )
     .await;
     assert_eq!(outcome.unwrap().kubelet_version, "1.30.4");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_replaced_node_is_read_back_for_resume() {
+    let (client, handle) = mock_client();
+    let new_path = "/api/v1/nodes/k8s-agent-5";
+    let script = vec![
+        Exchange::ok(
+            "GET",
+            new_path,
+            new_node(false, json!({keys::REPLACED_NODE: "k8s-agent-0"})),
+        ),
+        Exchange::ok("GET", new_path, new_node(false, json!({}))),
+        Exchange::fail("GET", new_path, 404, "NotFound", "not found"),
+    ];
+    let new = NodeName::new("k8s-agent-5");
+    let lookups = async {
+        let mut found = Vec::new();
+        for _ in 0..3 {
+            found.push(copy::replaced_node_of(&client, &new).await.unwrap());
+        }
+        found
+    };
+    let (found, _) = run(handle, script, lookups).await;
+    assert_eq!(found, vec![Some(name()), None, None]);
 }

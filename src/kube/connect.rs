@@ -17,7 +17,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
 use super::{Error, Result};
-use crate::model::ContainerService;
+use crate::model::{ContainerService, Secret};
 
 /// The first master's static IP when the apimodel does not set one.
 pub const DEFAULT_FIRST_MASTER_IP: &str = "10.240.255.5";
@@ -122,11 +122,11 @@ fn pem_text(value: &str) -> Option<String> {
 }
 
 /// The kubeconfig document (JSON, which is valid YAML) for the cluster,
-/// built from the apimodel. It contains the client private key.
+/// built from the apimodel. It contains the client private key, hence a [`Secret`].
 pub fn kubeconfig_from_apimodel(
     model: &ContainerService,
     access: &ApiModelAccess,
-) -> Result<String> {
+) -> Result<Secret> {
     let server = master_server(model, access)?;
     let profile = model
         .properties
@@ -166,6 +166,7 @@ pub fn kubeconfig_from_apimodel(
         "current-context": CONTEXT,
     });
     serde_json::to_string_pretty(&document)
+        .map(Secret::from)
         .map_err(|err| problem(&format!("cannot encode the kubeconfig: {err}")))
 }
 
@@ -175,8 +176,8 @@ pub async fn config_from_apimodel(
     access: &ApiModelAccess,
 ) -> Result<kube::Config> {
     let text = kubeconfig_from_apimodel(model, access)?;
-    let kubeconfig =
-        Kubeconfig::from_yaml(&text).map_err(|source| Error::Kubeconfig { path: None, source })?;
+    let kubeconfig = Kubeconfig::from_yaml(text.expose())
+        .map_err(|source| Error::Kubeconfig { path: None, source })?;
     let options = KubeConfigOptions {
         context: Some(CONTEXT.to_owned()),
         ..KubeConfigOptions::default()
@@ -204,7 +205,7 @@ pub fn write_kubeconfig(
             options.mode(0o600);
         }
         let mut file = options.open(path)?;
-        file.write_all(text.as_bytes())?;
+        file.write_all(text.expose().as_bytes())?;
         file.sync_all()
     };
     write().map_err(|source| Error::WriteKubeconfig {

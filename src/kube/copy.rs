@@ -293,3 +293,21 @@ pub fn copy_patch(
     }
     patch
 }
+
+/// The node that `node` replaced, as recorded by [`copy_properties`]
+/// ([`keys::REPLACED_NODE`]); `None` when not recorded or the node is gone.
+pub async fn replaced_node_of(client: &kube::Client, node: &NodeName) -> Result<Option<NodeName>> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let found = nodes
+        .get_opt(node.as_str())
+        .await
+        .map_err(|source| Error::GetNode {
+            node: node.clone(),
+            source: Box::new(source),
+        })?;
+    Ok(found
+        .and_then(|n| n.metadata.annotations)
+        .and_then(|mut annotations| annotations.remove(keys::REPLACED_NODE))
+        .filter(|name| !name.is_empty())
+        .map(NodeName::new))
+}

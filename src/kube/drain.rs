@@ -805,3 +805,34 @@ fn blocking_pdb(pdb: &PodDisruptionBudget) -> BlockingPdb {
 pub fn timeout_text(timeout: Duration) -> String {
     humantime(timeout)
 }
+
+/// What [`cordon_and_drain`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CordonDrainResult {
+    pub cordon: super::CordonOutcome,
+    /// `None` when the node does not exist (nothing to drain).
+    pub drain: Option<DrainResult>,
+}
+
+/// Cordons `node`, then drains it (as `kubectl drain`). On a drain error the
+/// node stays cordoned, with aksup's mark if aksup cordoned it, so a re-run
+/// continues where this one stopped and a later uncordon clears it.
+pub async fn cordon_and_drain(
+    client: &kube::Client,
+    node: &NodeName,
+    options: &DrainOptions,
+    events: &dyn NodeEvents,
+) -> Result<CordonDrainResult> {
+    let cordon = super::cordon(client, node, &options.retry, events).await?;
+    if cordon == super::CordonOutcome::NodeNotFound {
+        return Ok(CordonDrainResult {
+            cordon,
+            drain: None,
+        });
+    }
+    let drain = drain(client, node, options, events).await?;
+    Ok(CordonDrainResult {
+        cordon,
+        drain: Some(drain),
+    })
+}

@@ -86,7 +86,7 @@ pub enum Error {
         source: Box<kube::Error>,
     },
     #[error(
-        "refusing to drain node {node}: {}; nothing was evicted",
+        "refusing to drain node {node}: {}; the VM was left untouched",
         refused_text(refused)
     )]
     DrainRefused {

@@ -23,11 +23,11 @@ pub mod selector;
 pub use connect::{
     ApiModelAccess, ClusterAccess, client_from_config, config_from_apimodel, connect,
 };
-pub use copy::{CopyOptions, CopyPlan, CopyResult, copy_properties, plan_copy};
+pub use copy::{CopyOptions, CopyPlan, CopyResult, copy_properties, plan_copy, replaced_node_of};
 pub use cordon::{CordonOutcome, UncordonOutcome, cordon, uncordon};
 pub use drain::{
-    BlockedPod, BlockingPdb, DrainOptions, DrainResult, DrainTimeoutPolicy, PodAction, PodRef,
-    drain,
+    BlockedPod, BlockingPdb, CordonDrainResult, DrainOptions, DrainResult, DrainTimeoutPolicy,
+    PodAction, PodRef, cordon_and_drain, drain,
 };
 pub use error::Error;
 pub use events::{NoEvents, NodeEvent, NodeEvents, RecordedEvents};
