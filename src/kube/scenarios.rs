@@ -241,28 +241,42 @@ pub async fn copy_with_name_substitution(
     Ok(())
 }
 
-/// Creates `count` pods `app=<app>` bound to `node` (replicated: owned by a
-/// ReplicaSet reference) and a budget allowing no disruption.
-async fn blocked_workload(
+/// Creates the pod `<app>-<index>` labelled `app=<app>`, bound to `node`
+/// (replicated: it names a ReplicaSet as its controller).
+async fn create_pod(
     client: &kube::Client,
     node: &NodeName,
     namespace: &str,
     app: &str,
+    index: usize,
 ) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": format!("{app}-0"), "labels": {"app": app},
+        "metadata": {"name": format!("{app}-{index}"), "labels": {"app": app},
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{app}-rs"),
                                  "uid": "00000000-0000-0000-0000-000000000001", "controller": true}]},
         "spec": {"nodeName": node.as_str(), "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]},
     }))?;
     pods.create(&PostParams::default(), &pod)
         .await
-        .context("create the blocked pod")?;
+        .with_context(|| format!("create pod {app}-{index}"))?;
+    Ok(())
+}
+
+/// Creates the pod `<app>-0` on `node` and a budget `<app>-pdb` that keeps
+/// `min_available` pods of the app.
+async fn budgeted_workload(
+    client: &kube::Client,
+    node: &NodeName,
+    namespace: &str,
+    app: &str,
+    min_available: i32,
+) -> anyhow::Result<()> {
+    create_pod(client, node, namespace, app, 0).await?;
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
     let pdb: PodDisruptionBudget = serde_json::from_value(json!({
         "metadata": {"name": format!("{app}-pdb")},
-        "spec": {"selector": {"matchLabels": {"app": app}}, "maxUnavailable": 0},
+        "spec": {"selector": {"matchLabels": {"app": app}}, "minAvailable": min_available},
     }))?;
     pdbs.create(&PostParams::default(), &pdb)
         .await
@@ -270,14 +284,26 @@ async fn blocked_workload(
     Ok(())
 }
 
+/// One pod on `node` and a budget that allows no disruption of it.
+async fn blocked_workload(
+    client: &kube::Client,
+    node: &NodeName,
+    namespace: &str,
+    app: &str,
+) -> anyhow::Result<()> {
+    budgeted_workload(client, node, namespace, app, 1).await
+}
+
 async fn remove_workload(client: &kube::Client, namespace: &str, app: &str) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let _ = pods
-        .delete(
-            &format!("{app}-0"),
-            &DeleteParams::default().grace_period(0),
-        )
-        .await;
+    for index in 0..2 {
+        let _ = pods
+            .delete(
+                &format!("{app}-{index}"),
+                &DeleteParams::default().grace_period(0),
+            )
+            .await;
+    }
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
     let _ = pdbs
         .delete(&format!("{app}-pdb"), &DeleteParams::default())
@@ -359,6 +385,49 @@ pub async fn drain_timeout_force_delete(
             .iter()
             .any(|e| matches!(e, NodeEvent::PdbBypassed { .. })),
         "no PdbBypassed event"
+    );
+    Ok(())
+}
+
+/// A budget blocks the drain until a replacement pod runs elsewhere (as when
+/// the replacement node becomes Ready); then the eviction goes through. The
+/// drain reports the block first and completes without bypassing anything.
+pub async fn drain_blocked_then_unblocked(
+    client: &kube::Client,
+    node: &NodeName,
+    other_node: &NodeName,
+    namespace: &str,
+    unblock_after: Duration,
+) -> anyhow::Result<()> {
+    budgeted_workload(client, node, namespace, "surge", 1).await?;
+    let events = RecordedEvents::default();
+    let options = DrainOptions::default().with_timeout(unblock_after * 10);
+    let replacement = async {
+        tokio::time::sleep(unblock_after).await;
+        create_pod(client, other_node, namespace, "surge", 1).await
+    };
+    let (outcome, created) = tokio::join!(drain(client, node, &options, &events), replacement);
+    remove_workload(client, namespace, "surge").await;
+    created?;
+    let result = outcome?;
+    ensure!(
+        result.completed(),
+        "drain did not complete cleanly: {result:?}"
+    );
+    ensure!(
+        result.evicted.iter().any(|p| p.name == "surge-0"),
+        "surge-0 not evicted"
+    );
+    let events = events.take();
+    let blocked = events
+        .iter()
+        .position(|e| matches!(e, NodeEvent::DrainBlocked { .. }));
+    let gone = events
+        .iter()
+        .position(|e| matches!(e, NodeEvent::PodGone { pod, .. } if pod.name == "surge-0"));
+    ensure!(
+        matches!((blocked, gone), (Some(b), Some(g)) if b < g),
+        "expected a block, then the pod gone: {events:?}"
     );
     Ok(())
 }

@@ -4,6 +4,8 @@
 //! recording its body.
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::time::Duration;
 
 use http::{Request, Response};
