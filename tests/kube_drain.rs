@@ -560,3 +560,48 @@ async fn cordon_and_drain_cordons_first_and_skips_a_missing_node() {
     .await;
     assert_eq!(outcome.unwrap().drain, None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_server_error_on_eviction_is_retried_and_reported() {
+    let web = pod("default", "web-1", "u1", NODE);
+    let script = vec![
+        list(vec![web.clone()]),
+        Exchange::fail(
+            "POST",
+            "/api/v1/namespaces/default/pods/web-1/eviction",
+            500,
+            "InternalError",
+            "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+        ),
+        pdbs(),
+        list(vec![web]),
+        evict("web-1", 201),
+        list(vec![]),
+    ];
+    let (result, _, events) = drain_with(script, options()).await;
+    assert!(result.unwrap().completed());
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::DrainBlocked { blocked, .. }
+        if blocked[0].reason.contains("more than one PodDisruptionBudget")))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forbidden_eviction_stops_the_drain_with_the_pod_named() {
+    let script = vec![
+        list(vec![pod("default", "web-1", "u1", NODE)]),
+        evict("web-1", 403),
+    ];
+    let (result, _, _) = drain_with(script, options()).await;
+    let err = result.unwrap_err();
+    assert!(
+        matches!(&err, Error::Evict { pod, .. } if pod.name == "web-1"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "cannot evict pod default/web-1 from node k8s-agent-0"
+    );
+}

@@ -291,7 +291,7 @@ pub fn classify(
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DrainResult {
     pub node: String,
-    /// Pods evicted through the Eviction API (and gone).
+    /// Pods whose eviction the API accepted (gone unless listed in `remaining`).
     pub evicted: Vec<PodRef>,
     /// Of those, the pods that used emptyDir volumes (their data is lost).
     pub evicted_with_empty_dir: Vec<PodRef>,
@@ -552,12 +552,16 @@ impl Drainer<'_> {
                         self.note_evicted(&pod, &warnings, &mut empty_dir_pods);
                         self.leaving.insert(pod.key(), pod);
                     }
-                    Err(err) if retry::status_of(&err) == Some(429) => {
+                    // 429: a budget refuses now. Other retryable answers (409,
+                    // 5xx, such as a pod covered by two budgets) are retried the
+                    // same way and reported the same way.
+                    Err(err) if retry::is_retryable(&err) => {
+                        let code = retry::status_of(&err).unwrap_or_default();
                         let reason = match &err {
                             kube::Error::Api(status) if !status.message.is_empty() => {
                                 status.message.clone()
                             }
-                            _ => "eviction refused (429)".to_owned(),
+                            _ => format!("eviction refused ({code})"),
                         };
                         let covering = self.blocking_pdbs(&pod, &mut pdbs).await?;
                         blocked.push(BlockedPod {
@@ -566,8 +570,6 @@ impl Drainer<'_> {
                             pdbs: covering,
                         });
                     }
-                    // Another status worth retrying: the next round tries again.
-                    Err(err) if retry::is_retryable(&err) => {}
                     Err(source) => {
                         return Err(Error::Evict {
                             node: self.node.clone(),
