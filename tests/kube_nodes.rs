@@ -635,6 +635,29 @@ mod connect {
         }
     }
 
+    #[tokio::test]
+    async fn a_kubeconfig_file_is_read_and_a_missing_one_named() {
+        use aksup::kube::connect::config_from_kubeconfig;
+        let cluster = model(
+            json!({"count": 1, "dnsPrefix": "k1", "fqdn": "10.0.0.1:6443"}),
+            json!({}),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        write_kubeconfig(&cluster, &ApiModelAccess::default(), &path).unwrap();
+        let config = config_from_kubeconfig(Some(&path), None).await.unwrap();
+        assert_eq!(config.cluster_url.to_string(), "https://10.0.0.1:6443/");
+        let missing = dir.path().join("absent");
+        let err = config_from_kubeconfig(Some(&missing), None)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("cannot read the kubeconfig /"),
+            "{err}"
+        );
+        assert!(err.to_string().ends_with("/absent"), "{err}");
+    }
+
     #[test]
     fn missing_certificates_are_reported_without_secrets() {
         let mut cluster = model(json!({"count": 1, "dnsPrefix": "k1"}), json!({}));
