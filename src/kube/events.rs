@@ -187,3 +187,287 @@ impl<T: NodeEvents + ?Sized> NodeEvents for std::sync::Arc<T> {
         (**self).on_event(event);
     }
 }
+
+/// How prominently a reporter should show an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Detail (retries, renewals, pods gone): logs and verbose output.
+    Debug,
+    Info,
+    /// Something the operator should read: data lost, a lock taken over, ...
+    Warning,
+}
+
+impl NodeEvent {
+    pub fn severity(&self) -> Severity {
+        match self {
+            Self::Retrying { .. }
+            | Self::PodGone { .. }
+            | Self::PodSkipped { .. }
+            | Self::EvictionRequested { .. }
+            | Self::LockRenewed { .. } => Severity::Debug,
+            Self::EmptyDirPodsEvicted { .. }
+            | Self::OrphanedDaemonSetPodEvicted { .. }
+            | Self::UnreplicatedPodEvicted { .. }
+            | Self::DrainBlocked { .. }
+            | Self::PdbBypassed { .. }
+            | Self::KeptCordoned { .. }
+            | Self::LockTakenOver { .. }
+            | Self::LockLost { .. }
+            | Self::LockBroken { .. } => Severity::Warning,
+            _ => Severity::Info,
+        }
+    }
+}
+
+fn pods_text(pods: &[PodRef]) -> String {
+    pods.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn secs(duration: &Duration) -> String {
+    super::error::humantime(*duration)
+}
+
+impl std::fmt::Display for NodeEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Retrying {
+                what,
+                status,
+                attempt,
+                delay,
+            } => {
+                write!(
+                    f,
+                    "{what}: the API answered {status}; retry {attempt} in {}",
+                    secs(delay)
+                )
+            }
+            Self::Cordoned { node } => write!(f, "cordoned {node}"),
+            Self::AlreadyCordoned {
+                node,
+                by_aksup: true,
+            } => write!(f, "{node} is already cordoned (by aksup)"),
+            Self::AlreadyCordoned {
+                node,
+                by_aksup: false,
+            } => {
+                write!(
+                    f,
+                    "{node} was cordoned before this run; it will stay cordoned"
+                )
+            }
+            Self::Uncordoned { node } => write!(f, "uncordoned {node}"),
+            Self::KeptCordoned { node } => {
+                write!(
+                    f,
+                    "{node} stays cordoned: it was cordoned before this run, not by aksup"
+                )
+            }
+            Self::NodeNotFound { node } => write!(f, "node {node} does not exist; nothing to do"),
+            Self::DrainStarted { node, timeout } => {
+                write!(f, "draining {node} (timeout {})", secs(timeout))
+            }
+            Self::PodSkipped {
+                node,
+                pod,
+                reason: SkipReason::MirrorPod,
+            } => {
+                write!(f, "{node}: skipping {pod} (static pod mirror)")
+            }
+            Self::PodSkipped {
+                node,
+                pod,
+                reason: SkipReason::DaemonSet { daemon_set },
+            } => {
+                write!(f, "{node}: skipping {pod} (DaemonSet {daemon_set})")
+            }
+            Self::EmptyDirPodsEvicted { node, pods } => {
+                write!(
+                    f,
+                    "{node}: evicting pods with emptyDir volumes, their local data is lost: {}",
+                    pods_text(pods)
+                )
+            }
+            Self::OrphanedDaemonSetPodEvicted {
+                node,
+                pod,
+                daemon_set,
+            } => {
+                write!(
+                    f,
+                    "{node}: evicting {pod}, whose DaemonSet {daemon_set} no longer exists"
+                )
+            }
+            Self::UnreplicatedPodEvicted { node, pod } => {
+                write!(
+                    f,
+                    "{node}: evicting {pod}, which no controller will recreate"
+                )
+            }
+            Self::EvictionRequested { node, pod } => write!(f, "{node}: evicting {pod}"),
+            Self::FinishedPodDeleted { node, pod } => {
+                write!(f, "{node}: deleted finished pod {pod}")
+            }
+            Self::PodGone { node, pod } => write!(f, "{node}: {pod} is gone"),
+            Self::DrainBlocked {
+                node,
+                blocked,
+                elapsed,
+                remaining,
+            } => {
+                write!(
+                    f,
+                    "drain of {node} blocked for {} ({} left):",
+                    secs(elapsed),
+                    secs(remaining)
+                )?;
+                for pod in blocked {
+                    write!(f, "\n  {pod}")?;
+                }
+                Ok(())
+            }
+            Self::PdbBypassed { node, pods } => {
+                write!(
+                    f,
+                    "DRAIN TIMEOUT on {node}: deleting {} pod(s) BYPASSING their PodDisruptionBudgets:",
+                    pods.len()
+                )?;
+                for pod in pods {
+                    write!(f, "\n  {pod}")?;
+                }
+                Ok(())
+            }
+            Self::DrainFinished {
+                node,
+                evicted,
+                elapsed,
+            } => {
+                write!(
+                    f,
+                    "drained {node}: {evicted} pod(s) evicted in {}",
+                    secs(elapsed)
+                )
+            }
+            Self::WaitingReady {
+                node,
+                expected_version,
+            } => {
+                write!(
+                    f,
+                    "waiting for {node} to be Ready with kubelet {expected_version}"
+                )
+            }
+            Self::NodeReady {
+                node,
+                kubelet_version,
+            } => write!(f, "{node} is Ready (kubelet {kubelet_version})"),
+            Self::PropertiesCopied {
+                from,
+                to,
+                labels,
+                annotations,
+                taints,
+            } => write!(
+                f,
+                "copied {labels} label(s), {annotations} annotation(s) and {taints} taint(s) from {from} to {to}"
+            ),
+            Self::PropertiesNotPreserved { from, to } => {
+                write!(
+                    f,
+                    "preserveNodesProperties is off: nothing copied from {from} to {to}"
+                )
+            }
+            Self::LockAcquired { holder } => write!(f, "acquired the upgrade lock as {holder}"),
+            Self::LockTakenOver { previous } => {
+                write!(f, "took over the expired upgrade lock of {previous}")
+            }
+            Self::LockRenewed { .. } => write!(f, "renewed the upgrade lock"),
+            Self::LockLost {
+                holder: Some(holder),
+            } => write!(f, "lost the upgrade lock to {holder}"),
+            Self::LockLost { holder: None } => {
+                write!(f, "lost the upgrade lock: the lease was deleted")
+            }
+            Self::LockBroken {
+                previous: Some(previous),
+            } => write!(f, "broke the upgrade lock held by {previous}"),
+            Self::LockBroken { previous: None } => write!(f, "no upgrade lock to break"),
+            Self::LockReleased { .. } => write!(f, "released the upgrade lock"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::drain::BlockingPdb;
+
+    fn pod(name: &str) -> PodRef {
+        PodRef {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: "u".into(),
+        }
+    }
+
+    #[test]
+    fn events_read_as_sentences_and_warnings_stand_out() {
+        let node = NodeName::new("k8s-agent-0");
+        let blocked = BlockedPod {
+            pod: pod("web-1"),
+            reason: "Cannot evict pod as it would violate the pod's disruption budget.".into(),
+            pdbs: vec![BlockingPdb {
+                namespace: "default".into(),
+                name: "web-pdb".into(),
+                disruptions_allowed: 0,
+                current_healthy: 2,
+                desired_healthy: 2,
+                expected_pods: 2,
+            }],
+        };
+        let event = NodeEvent::DrainBlocked {
+            node: node.clone(),
+            blocked: vec![blocked.clone()],
+            elapsed: Duration::from_secs(90),
+            remaining: Duration::from_secs(1110),
+        };
+        assert_eq!(
+            event.to_string(),
+            "drain of k8s-agent-0 blocked for 1m30s (18m30s left):\n  default/web-1: Cannot evict pod as it would violate the pod's disruption budget.; PodDisruptionBudget default/web-pdb (disruptionsAllowed 0, healthy 2 of 2 desired, 2 expected)"
+        );
+        assert_eq!(event.severity(), Severity::Warning);
+        let bypass = NodeEvent::PdbBypassed {
+            node: node.clone(),
+            pods: vec![blocked],
+        };
+        assert!(
+            bypass
+                .to_string()
+                .starts_with("DRAIN TIMEOUT on k8s-agent-0: deleting 1 pod(s) BYPASSING")
+        );
+        let emptydir = NodeEvent::EmptyDirPodsEvicted {
+            node: node.clone(),
+            pods: vec![pod("a"), pod("b")],
+        };
+        assert_eq!(
+            emptydir.to_string(),
+            "k8s-agent-0: evicting pods with emptyDir volumes, their local data is lost: default/a, default/b"
+        );
+        assert_eq!(
+            NodeEvent::Cordoned { node: node.clone() }.severity(),
+            Severity::Info
+        );
+        assert_eq!(
+            NodeEvent::PodGone {
+                node,
+                pod: pod("a")
+            }
+            .severity(),
+            Severity::Debug
+        );
+    }
+}
