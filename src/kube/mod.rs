@@ -30,7 +30,7 @@ pub use drain::{
     PodAction, PodRef, cordon_and_drain, drain,
 };
 pub use error::Error;
-pub use events::{NoEvents, NodeEvent, NodeEvents, RecordedEvents};
+pub use events::{NoEvents, NodeEvent, NodeEvents, RecordedEvents, Severity};
 pub use lock::{LockHolder, LockOptions, UpgradeLock, break_lock};
 pub use ready::{ConditionReport, NodeStatusReport, ReadyResult, wait_ready};
 pub use retry::RetryPolicy;
