@@ -605,3 +605,16 @@ async fn a_forbidden_eviction_stops_the_drain_with_the_pod_named() {
         "cannot evict pod default/web-1 from node k8s-agent-0"
     );
 }
+
+#[test]
+fn timeout_policy_names_round_trip() {
+    for name in DrainTimeoutPolicy::NAMES {
+        let policy: DrainTimeoutPolicy = name.parse().unwrap();
+        assert_eq!(policy.to_string(), name);
+    }
+    let err = "delete".parse::<DrainTimeoutPolicy>().unwrap_err();
+    assert_eq!(
+        err,
+        "unknown drain timeout policy \"delete\": use fail or force-delete"
+    );
+}

@@ -43,6 +43,38 @@ pub enum DrainTimeoutPolicy {
     ForceDelete,
 }
 
+impl DrainTimeoutPolicy {
+    /// The names the command line uses: `fail`, `force-delete`.
+    pub const NAMES: [&'static str; 2] = ["fail", "force-delete"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::ForceDelete => "force-delete",
+        }
+    }
+}
+
+impl std::fmt::Display for DrainTimeoutPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DrainTimeoutPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        match text {
+            "fail" => Ok(Self::Fail),
+            "force-delete" => Ok(Self::ForceDelete),
+            other => Err(format!(
+                "unknown drain timeout policy {other:?}: use fail or force-delete"
+            )),
+        }
+    }
+}
+
 /// Options of [`drain`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainOptions {
