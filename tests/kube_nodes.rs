@@ -807,3 +807,24 @@ async fn the_replaced_node_is_read_back_for_resume() {
     let (found, _) = run(handle, script, lookups).await;
     assert_eq!(found, vec![Some(name()), None, None]);
 }
+
+#[test]
+fn copy_options_follow_the_pool_setting() {
+    let pool = |extra: Value| -> aksup::model::AgentPoolProfile {
+        let mut value = json!({"name": "agent", "count": 2, "vmSize": "Standard_D2_v2"});
+        if let (Some(target), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
+            target.extend(extra.clone());
+        }
+        serde_json::from_value(value).unwrap()
+    };
+    let drain = aksup::kube::DrainOptions::default();
+    assert!(CopyOptions::for_pool(&pool(json!({})), drain.clone()).preserve);
+    assert!(
+        !CopyOptions::for_pool(
+            &pool(json!({"preserveNodesProperties": false})),
+            drain.clone()
+        )
+        .preserve
+    );
+    assert!(CopyOptions::for_pool(&pool(json!({"preserveNodesProperties": true})), drain).preserve);
+}

@@ -180,6 +180,18 @@ impl Default for CopyOptions {
     }
 }
 
+impl CopyOptions {
+    /// Options for a node of `pool`: its `preserveNodesProperties` (default
+    /// true), and the run's drain options for pods that landed on the new node.
+    pub fn for_pool(pool: &crate::model::AgentPoolProfile, drain: DrainOptions) -> Self {
+        Self {
+            preserve: pool.preserve_nodes_properties(),
+            retry: drain.retry.clone(),
+            drain,
+        }
+    }
+}
+
 /// What [`copy_properties`] wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CopyResult {
