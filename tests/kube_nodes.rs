@@ -635,6 +635,38 @@ mod connect {
         }
     }
 
+    #[test]
+    fn access_is_chosen_flag_then_env_then_apimodel() {
+        use aksup::kube::connect::ClusterAccess;
+        use std::ffi::OsStr;
+        use std::path::PathBuf;
+        let apimodel = ApiModelAccess::default();
+        let flag = Some(PathBuf::from("/k"));
+        let env = Some(OsStr::new("/e"));
+        assert_eq!(
+            ClusterAccess::choose(flag.clone(), None, env, apimodel.clone()),
+            ClusterAccess::Kubeconfig {
+                path: flag,
+                context: None
+            }
+        );
+        assert_eq!(
+            ClusterAccess::choose(None, Some("c".into()), env, apimodel.clone()),
+            ClusterAccess::Kubeconfig {
+                path: None,
+                context: Some("c".into())
+            }
+        );
+        assert_eq!(
+            ClusterAccess::choose(None, None, Some(OsStr::new("")), apimodel.clone()),
+            ClusterAccess::ApiModel(apimodel.clone())
+        );
+        assert_eq!(
+            ClusterAccess::choose(None, None, None, apimodel.clone()),
+            ClusterAccess::ApiModel(apimodel)
+        );
+    }
+
     #[tokio::test]
     async fn a_kubeconfig_file_is_read_and_a_missing_one_named() {
         use aksup::kube::connect::config_from_kubeconfig;

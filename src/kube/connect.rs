@@ -1,6 +1,6 @@
 //! Connecting to the cluster's API server: from a kubeconfig (`--kubeconfig`,
-//! else `KUBECONFIG`, else `~/.kube/config`), or — like aks-engine — from a
-//! kubeconfig built in memory from the apimodel's `certificateProfile` (CA,
+//! else `KUBECONFIG` when set; see [`ClusterAccess::choose`]), or — like
+//! aks-engine — from a kubeconfig built in memory from the apimodel's `certificateProfile` (CA,
 //! `kubeConfigCertificate`, `kubeConfigPrivateKey`) and the master address.
 //! The in-memory kubeconfig holds the client key: it is written to disk only
 //! through [`write_kubeconfig`], when the user asks.
@@ -35,6 +35,31 @@ pub enum ClusterAccess {
     },
     /// Built in memory from the apimodel.
     ApiModel(ApiModelAccess),
+}
+
+impl ClusterAccess {
+    /// The access aksup uses: `--kubeconfig` when given; else `KUBECONFIG`
+    /// when set (pass its value, e.g. `std::env::var_os("KUBECONFIG")`); else
+    /// the apimodel. `~/.kube/config` is deliberately not a fallback: it may
+    /// point at another cluster, while the apimodel names this one.
+    pub fn choose(
+        kubeconfig_flag: Option<PathBuf>,
+        context: Option<String>,
+        kubeconfig_env: Option<&std::ffi::OsStr>,
+        apimodel: ApiModelAccess,
+    ) -> Self {
+        match kubeconfig_flag {
+            Some(path) => Self::Kubeconfig {
+                path: Some(path),
+                context,
+            },
+            None if kubeconfig_env.is_some_and(|value| !value.is_empty()) => Self::Kubeconfig {
+                path: None,
+                context,
+            },
+            None => Self::ApiModel(apimodel),
+        }
+    }
 }
 
 /// Options of the apimodel-built connection.
