@@ -417,6 +417,7 @@ async fn copy_keeps_the_new_node_cordoned_evicts_and_records_the_replaced_node()
     let script = vec![
         // cordon the new node
         Exchange::ok("GET", new_path, new_node(false, json!({}))),
+        Exchange::ok("GET", new_path, new_node(false, json!({}))),
         Exchange::ok(
             "PATCH",
             new_path,
@@ -459,7 +460,7 @@ async fn copy_keeps_the_new_node_cordoned_evicts_and_records_the_replaced_node()
     assert_eq!(result.evicted_from_new.len(), 1);
     assert_eq!(result.uncordon, UncordonOutcome::Uncordoned);
     assert_eq!(
-        recorded[7].body,
+        recorded[8].body,
         json!({
             "metadata": {
                 "resourceVersion": "30",
@@ -486,6 +487,7 @@ async fn copy_without_preserve_only_records_the_replaced_node() {
     let (client, handle) = mock_client();
     let new_path = "/api/v1/nodes/k8s-agent-5";
     let script = vec![
+        Exchange::ok("GET", new_path, new_node(false, json!({}))),
         Exchange::ok("GET", new_path, new_node(false, json!({}))),
         Exchange::ok("PATCH", new_path, new_node(true, json!({}))),
         Exchange::ok("GET", "/api/v1/pods", pod_list(vec![])),
@@ -516,7 +518,7 @@ async fn copy_without_preserve_only_records_the_replaced_node() {
     let (outcome, recorded) = run(handle, script, copying).await;
     assert!(!outcome.unwrap().preserved);
     assert_eq!(
-        recorded[5].body,
+        recorded[6].body,
         json!({"metadata": {"resourceVersion": "30", "annotations": {"aksup.io/replaced-node": "k8s-agent-0"}}})
     );
 }
@@ -859,4 +861,80 @@ fn copy_options_follow_the_pool_setting() {
         .preserve
     );
     assert!(CopyOptions::for_pool(&pool(json!({"preserveNodesProperties": true})), drain).preserve);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_completed_by_a_previous_run_is_left_alone() {
+    let (client, handle) = mock_client();
+    let new_path = "/api/v1/nodes/k8s-agent-5";
+    let script = vec![Exchange::ok(
+        "GET",
+        new_path,
+        new_node(false, json!({keys::REPLACED_NODE: "k8s-agent-0"})),
+    )];
+    let (old, new, events) = (
+        name(),
+        NodeName::new("k8s-agent-5"),
+        RecordedEvents::default(),
+    );
+    let options = CopyOptions::default();
+    let (outcome, _) = run(
+        handle,
+        script,
+        copy::copy_properties(&client, &old, &new, &options, &events),
+    )
+    .await;
+    let result = outcome.unwrap();
+    assert!(result.already_done);
+    assert!(result.evicted_from_new.is_empty());
+    assert_eq!(
+        events.take(),
+        vec![NodeEvent::PropertiesAlreadyCopied { from: old, to: new }]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_interrupted_before_the_uncordon_is_finished_without_patching_again() {
+    let (client, handle) = mock_client();
+    let new_path = "/api/v1/nodes/k8s-agent-5";
+    // The previous run wrote everything, then died before uncordoning.
+    let copied = full_node(
+        "k8s-agent-5",
+        json!({"kubernetes.io/hostname": "k8s-agent-5", "agentpool": "agent", "peer": "k8s-agent-5.internal",
+               "team": "payments"}),
+        json!({"owner": "ops@k8s-agent-5", keys::REPLACED_NODE: "k8s-agent-0", keys::CORDONED_BY_AKSUP: "true"}),
+        json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"},
+               {"key": "dedicated", "value": "gpu-k8s-agent-5", "effect": "NoSchedule"}]),
+        true,
+    );
+    let script = vec![
+        Exchange::ok("GET", new_path, copied.clone()),
+        Exchange::ok("GET", new_path, copied.clone()),
+        Exchange::ok("GET", "/api/v1/pods", pod_list(vec![])),
+        Exchange::ok("GET", NODE, old_node()),
+        Exchange::ok("GET", new_path, copied.clone()),
+        // no copy patch: nothing changes
+        Exchange::ok("GET", new_path, copied),
+        Exchange::ok("PATCH", new_path, new_node(false, json!({}))),
+    ];
+    let (old, new, events) = (
+        name(),
+        NodeName::new("k8s-agent-5"),
+        RecordedEvents::default(),
+    );
+    let options = CopyOptions::default();
+    let (outcome, recorded) = run(
+        handle,
+        script,
+        copy::copy_properties(&client, &old, &new, &options, &events),
+    )
+    .await;
+    let result = outcome.unwrap();
+    assert!(!result.already_done);
+    assert_eq!(result.uncordon, UncordonOutcome::Uncordoned);
+    assert_eq!(
+        recorded.iter().filter(|r| r.method == "PATCH").count(),
+        1,
+        "only the uncordon"
+    );
 }

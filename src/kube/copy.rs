@@ -199,6 +199,8 @@ pub struct CopyResult {
     pub to: NodeName,
     /// False when `preserveNodesProperties` was off.
     pub preserved: bool,
+    /// True when a previous run had completed this copy: nothing was done.
+    pub already_done: bool,
     pub plan: CopyPlan,
     /// Pods that had landed on the new node and were evicted before the copy.
     pub evicted_from_new: Vec<PodRef>,
@@ -206,6 +208,9 @@ pub struct CopyResult {
 }
 
 /// Copies `old`'s properties to `new` and records that `new` replaced `old`.
+/// Idempotent: a copy a previous run completed (recorded and uncordoned) is
+/// left alone; one interrupted before the uncordon is finished; the node is
+/// patched only when something changes.
 pub async fn copy_properties(
     client: &kube::Client,
     old: &NodeName,
@@ -213,11 +218,36 @@ pub async fn copy_properties(
     options: &CopyOptions,
     events: &dyn NodeEvents,
 ) -> Result<CopyResult> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let current = nodes
+        .get_opt(new.as_str())
+        .await
+        .map_err(|source| Error::GetNode {
+            node: new.clone(),
+            source: Box::new(source),
+        })?
+        .ok_or_else(|| Error::NodeNotFound { node: new.clone() })?;
+    if recorded_replacement(&current) == Some(old.as_str()) && !cordon::is_unschedulable(&current) {
+        // A previous run finished this copy (the record is written with the
+        // copy, the uncordon comes last): do not cordon or evict again.
+        events.on_event(NodeEvent::PropertiesAlreadyCopied {
+            from: old.clone(),
+            to: new.clone(),
+        });
+        return Ok(CopyResult {
+            from: old.clone(),
+            to: new.clone(),
+            preserved: options.preserve,
+            already_done: true,
+            plan: CopyPlan::default(),
+            evicted_from_new: Vec::new(),
+            uncordon: UncordonOutcome::AlreadySchedulable,
+        });
+    }
     if cordon::cordon(client, new, &options.retry, events).await? == CordonOutcome::NodeNotFound {
         return Err(Error::NodeNotFound { node: new.clone() });
     }
     let drained = drain::drain(client, new, &options.drain, events).await?;
-    let nodes: Api<Node> = Api::all(client.clone());
     let old_node = nodes
         .get_opt(old.as_str())
         .await
@@ -237,15 +267,26 @@ pub async fn copy_properties(
             } else {
                 CopyPlan::default()
             };
-            let patch = copy_patch(
-                &plan,
-                old,
-                new_node.metadata.resource_version.as_deref(),
-                options.preserve,
-            );
-            nodes
-                .patch(new.as_str(), &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
+            let current_taints = new_node
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.taints.clone())
+                .unwrap_or_default();
+            let unchanged = plan.labels.is_empty()
+                && plan.annotations.is_empty()
+                && (!options.preserve || current_taints == plan.taints)
+                && recorded_replacement(&new_node) == Some(old.as_str());
+            if !unchanged {
+                let patch = copy_patch(
+                    &plan,
+                    old,
+                    new_node.metadata.resource_version.as_deref(),
+                    options.preserve,
+                );
+                nodes
+                    .patch(new.as_str(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
             Ok(plan)
         },
     )
@@ -274,6 +315,7 @@ pub async fn copy_properties(
         from: old.clone(),
         to: new.clone(),
         preserved: options.preserve,
+        already_done: false,
         plan,
         evicted_from_new: drained.evicted,
         uncordon,
@@ -322,4 +364,12 @@ pub async fn replaced_node_of(client: &kube::Client, node: &NodeName) -> Result<
         .and_then(|mut annotations| annotations.remove(keys::REPLACED_NODE))
         .filter(|name| !name.is_empty())
         .map(NodeName::new))
+}
+
+fn recorded_replacement(node: &Node) -> Option<&str> {
+    node.metadata
+        .annotations
+        .as_ref()?
+        .get(keys::REPLACED_NODE)
+        .map(String::as_str)
 }

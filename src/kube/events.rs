@@ -123,6 +123,11 @@ pub enum NodeEvent {
         from: NodeName,
         to: NodeName,
     },
+    /// A previous run completed this copy: nothing done.
+    PropertiesAlreadyCopied {
+        from: NodeName,
+        to: NodeName,
+    },
     LockAcquired {
         holder: LockHolder,
     },
@@ -379,6 +384,12 @@ impl std::fmt::Display for NodeEvent {
                 write!(
                     f,
                     "preserveNodesProperties is off: nothing copied from {from} to {to}"
+                )
+            }
+            Self::PropertiesAlreadyCopied { from, to } => {
+                write!(
+                    f,
+                    "{to} already carries the properties of {from} (copied by a previous run)"
                 )
             }
             Self::LockAcquired { holder } => write!(f, "acquired the upgrade lock as {holder}"),
