@@ -211,6 +211,7 @@ pub struct CopyResult {
 /// Idempotent: a copy a previous run completed (recorded and uncordoned) is
 /// left alone; one interrupted before the uncordon is finished; the node is
 /// patched only when something changes.
+#[tracing::instrument(skip_all, fields(from = %old, to = %new))]
 pub async fn copy_properties(
     client: &kube::Client,
     old: &NodeName,

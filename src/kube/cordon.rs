@@ -75,6 +75,7 @@ pub fn uncordon_patch(resource_version: Option<&str>) -> serde_json::Value {
 }
 
 /// Makes `node` unschedulable unless it is already.
+#[tracing::instrument(skip_all, fields(node = %node))]
 pub async fn cordon(
     client: &kube::Client,
     node: &NodeName,
@@ -122,6 +123,7 @@ pub async fn cordon(
 }
 
 /// Makes `node` schedulable again, but only if aksup cordoned it.
+#[tracing::instrument(skip_all, fields(node = %node))]
 pub async fn uncordon(
     client: &kube::Client,
     node: &NodeName,

@@ -367,6 +367,7 @@ struct Drainer<'a> {
 /// Drains `node`. Call [`super::cordon`] first. Fails with
 /// [`Error::DrainRefused`] when a pod must not be evicted, and with
 /// [`Error::DrainTimedOut`] when the timeout expires under the `Fail` policy.
+#[tracing::instrument(skip_all, fields(node = %node))]
 pub async fn drain(
     client: &kube::Client,
     node: &NodeName,

@@ -104,6 +104,7 @@ pub fn same_version(a: &str, b: &str) -> bool {
 }
 
 /// Waits until `node` is Ready with kubelet `expected_version`, at most `timeout`.
+#[tracing::instrument(skip_all, fields(node = %node, expected = expected_version))]
 pub async fn wait_ready(
     client: &kube::Client,
     node: &NodeName,
