@@ -364,7 +364,7 @@ struct Drainer<'a> {
     labels: BTreeMap<PodRef, BTreeMap<String, String>>,
 }
 
-/// Drains `node`. Call [`super::cordon`] first. Fails with
+/// Drains `node`. Call [`super::cordon()`] first. Fails with
 /// [`Error::DrainRefused`] when a pod must not be evicted, and with
 /// [`Error::DrainTimedOut`] when the timeout expires under the `Fail` policy.
 #[tracing::instrument(skip_all, fields(node = %node))]
