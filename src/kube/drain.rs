@@ -20,7 +20,6 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use tokio::time::Instant;
 
-use super::error::humantime;
 use super::events::{NodeEvent, NodeEvents, SkipReason};
 use super::retry::{self, Backoff, RetryPolicy};
 use super::{Error, NodeName, Result, selector};
@@ -834,11 +833,6 @@ fn blocking_pdb(pdb: &PodDisruptionBudget) -> BlockingPdb {
         desired_healthy: status.desired_healthy.unwrap_or(0),
         expected_pods: status.expected_pods.unwrap_or(0),
     }
-}
-
-/// Text of a drain timeout for messages: `20m`.
-pub fn timeout_text(timeout: Duration) -> String {
-    humantime(timeout)
 }
 
 /// What [`cordon_and_drain`] did.
