@@ -1,1 +1,101 @@
-//! Node operations on the Kubernetes API (see issue: node operations).
+//! Node operations on the Kubernetes API: connecting, cordon / uncordon, drain
+//! with `kubectl drain` rules and PodDisruptionBudget reporting, waiting for a
+//! node to be Ready, copying an old node's properties onto its replacement, and
+//! the upgrade lock.
+//!
+//! Every operation returns a result object and reports progress through a
+//! [`NodeEvents`] callback; nothing here prints. Retries are decided in one
+//! place, [`retry`], from the HTTP status only. See `docs/draining.md`.
+
+pub mod connect;
+pub mod copy;
+pub mod cordon;
+pub mod drain;
+mod error;
+pub mod events;
+pub mod lock;
+pub mod ready;
+pub mod retry;
+#[doc(hidden)]
+pub mod scenarios;
+pub mod selector;
+
+pub use connect::{
+    ApiModelAccess, ClusterAccess, client_from_config, config_from_apimodel, connect,
+};
+pub use copy::{CopyOptions, CopyPlan, CopyResult, copy_properties, plan_copy, replaced_node_of};
+pub use cordon::{CordonOutcome, UncordonOutcome, cordon, uncordon};
+pub use drain::{
+    BlockedPod, BlockingPdb, CordonDrainResult, DrainOptions, DrainResult, DrainTimeoutPolicy,
+    PodAction, PodRef, cordon_and_drain, drain,
+};
+pub use error::Error;
+pub use events::{NoEvents, NodeEvent, NodeEvents, RecordedEvents, Severity};
+pub use lock::{LockHolder, LockOptions, UpgradeLock, break_lock};
+pub use ready::{ConditionReport, NodeStatusReport, ReadyResult, wait_ready};
+pub use retry::RetryPolicy;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Annotations and labels aksup itself writes on nodes.
+pub mod keys {
+    /// Set on a node aksup cordoned; aksup uncordons only nodes carrying it.
+    pub const CORDONED_BY_AKSUP: &str = "aksup.io/cordoned";
+    /// Set on a new node: the name of the node it replaced (used to resume).
+    pub const REPLACED_NODE: &str = "aksup.io/replaced-node";
+    /// Prefix of every key aksup manages; never copied between nodes.
+    pub const AKSUP_PREFIX: &str = "aksup.io/";
+}
+
+/// The name of a Kubernetes node. Azure VM names may contain upper case; the
+/// kubelet registers the node under the lower-cased name, and
+/// [`NodeName::from_vm_name`] is the one place that conversion happens.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(String);
+
+impl NodeName {
+    /// The node name of an existing node, as the API server spells it.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+
+    /// The node name the kubelet registers for the VM `vm_name` (lower case).
+    pub fn from_vm_name(vm_name: &str) -> Self {
+        Self(vm_name.to_lowercase())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for NodeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for NodeName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for NodeName {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeName;
+
+    #[test]
+    fn node_name_from_vm_name_lowercases_once() {
+        let name = NodeName::from_vm_name("K8S-Agentpool1-12345678-0");
+        assert_eq!(name.as_str(), "k8s-agentpool1-12345678-0");
+        assert_eq!(name.to_string(), "k8s-agentpool1-12345678-0");
+        assert_eq!(NodeName::new("Mixed").as_str(), "Mixed");
+    }
+}
