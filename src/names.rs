@@ -35,13 +35,20 @@ impl VmName {
     /// The node a kubelet on this VM registers: the name lowercased. (On
     /// Windows the computer name is the VM name, so the rule is the same.)
     pub fn node_name(&self) -> NodeName {
-        NodeName(self.0.to_lowercase())
+        NodeName::from_vm_name(&self.0)
     }
 }
 
 impl NodeName {
+    /// The node name of an existing node, as the API server spells it.
     pub fn new(name: impl Into<String>) -> Self {
         Self(name.into())
+    }
+
+    /// The node the kubelet of VM `vm_name` registers: the name lowercased.
+    /// The one place this conversion is written.
+    pub fn from_vm_name(vm_name: &str) -> Self {
+        Self(vm_name.to_lowercase())
     }
 
     pub fn as_str(&self) -> &str {
@@ -52,6 +59,18 @@ impl NodeName {
 impl fmt::Display for VmName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for NodeName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for NodeName {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
     }
 }
 

@@ -47,45 +47,8 @@ pub mod keys {
     pub const AKSUP_PREFIX: &str = "aksup.io/";
 }
 
-/// The name of a Kubernetes node. Azure VM names may contain upper case; the
-/// kubelet registers the node under the lower-cased name, and
-/// [`NodeName::from_vm_name`] is the one place that conversion happens.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeName(String);
-
-impl NodeName {
-    /// The node name of an existing node, as the API server spells it.
-    pub fn new(name: impl Into<String>) -> Self {
-        Self(name.into())
-    }
-
-    /// The node name the kubelet registers for the VM `vm_name` (lower case).
-    pub fn from_vm_name(vm_name: &str) -> Self {
-        Self(vm_name.to_lowercase())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for NodeName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl AsRef<str> for NodeName {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for NodeName {
-    fn from(value: &str) -> Self {
-        Self(value.to_owned())
-    }
-}
+/// Node names are shared with the rest of aksup (one lowercasing rule, in `names`).
+pub use crate::names::NodeName;
 
 #[cfg(test)]
 mod tests {

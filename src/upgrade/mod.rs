@@ -1,5 +1,6 @@
 //! The upgrade: checks, model adjustments, and (with the engine) observe → plan → execute.
 
 pub mod adjust;
+pub mod observe;
 pub mod plan;
 pub mod state;

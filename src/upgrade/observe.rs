@@ -22,7 +22,9 @@ pub enum Error {
         "no VM of this cluster was found in the resource group: no master VM named k8s-master-<suffix>-<i> and no resourceNameSuffix tag; check --resource-group and --subscription-id"
     )]
     NoClusterVms,
-    #[error("the VMs disagree about the cluster's name suffix ({0}); aksup cannot tell which cluster to upgrade")]
+    #[error(
+        "the VMs disagree about the cluster's name suffix ({0}); aksup cannot tell which cluster to upgrade"
+    )]
     AmbiguousSuffix(String),
 }
 
@@ -31,32 +33,48 @@ pub enum Error {
 pub fn recover_suffix(vms: &[VirtualMachine]) -> Result<String, Error> {
     let mut found = BTreeSet::new();
     for vm in vms {
-        let master_by_tag = vm.tag("poolName").is_some_and(|pool| pool.eq_ignore_ascii_case(names::MASTER_POOL));
-        if master_by_tag {
-            if let Some(suffix) = vm.tag("resourceNameSuffix").filter(|s| !s.is_empty()) {
-                found.insert(suffix.to_owned());
-                continue;
-            }
+        let master_by_tag = vm
+            .tag("poolName")
+            .is_some_and(|pool| pool.eq_ignore_ascii_case(names::MASTER_POOL));
+        if master_by_tag
+            && let Some(suffix) = vm.tag("resourceNameSuffix").filter(|s| !s.is_empty())
+        {
+            found.insert(suffix.to_owned());
+            continue;
         }
-        if let Some((pool, suffix, _)) = names::parse_linux_vm_name(&vm.name) {
-            if pool.eq_ignore_ascii_case(names::MASTER_POOL) && vm.name.to_ascii_lowercase().starts_with("k8s-master-") {
-                found.insert(suffix);
-            }
+        if let Some((pool, suffix, _)) = names::parse_linux_vm_name(&vm.name)
+            && pool.eq_ignore_ascii_case(names::MASTER_POOL)
+            && vm.name.to_ascii_lowercase().starts_with("k8s-master-")
+        {
+            found.insert(suffix);
         }
     }
     match found.len() {
         0 => Err(Error::NoClusterVms),
         1 => Ok(found.into_iter().next().unwrap_or_default()),
-        _ => Err(Error::AmbiguousSuffix(found.into_iter().collect::<Vec<_>>().join(", "))),
+        _ => Err(Error::AmbiguousSuffix(
+            found.into_iter().collect::<Vec<_>>().join(", "),
+        )),
     }
 }
 
 /// The pools of the apimodel, control plane first.
 pub fn pools_of(model: &ContainerService) -> Vec<(PoolKind, usize)> {
-    let mut pools = vec![(PoolKind::Master, model.properties.master_profile.as_ref().map_or(0, |m| m.count()))];
+    let mut pools = vec![(
+        PoolKind::Master,
+        model
+            .properties
+            .master_profile
+            .as_ref()
+            .map_or(0, |m| m.count()),
+    )];
     for (position, profile) in model.properties.agent_pool_profiles.iter().enumerate() {
         pools.push((
-            PoolKind::Agent { name: profile.name.clone(), position, windows: profile.is_windows() },
+            PoolKind::Agent {
+                name: profile.name.clone(),
+                position,
+                windows: profile.is_windows(),
+            },
             profile.count(),
         ));
     }
@@ -71,7 +89,9 @@ fn place(vm: &VirtualMachine, pools: &[(PoolKind, usize)], suffix: &str) -> Opti
         let rest = if kind.is_windows() {
             vm.name.strip_prefix(&prefix)
         } else {
-            vm.name.strip_prefix(&prefix).and_then(|rest| rest.strip_prefix('-'))
+            vm.name
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_prefix('-'))
         };
         if let Some(index) = rest.and_then(|digits| digits.parse::<usize>().ok()) {
             return Some((position, index));
@@ -102,30 +122,52 @@ pub fn node_state(node: &Node) -> NodeState {
         name,
         ready,
         kubelet_version,
-        unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
+        unschedulable: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
         cordoned_by_aksup: annotations.contains_key(keys::CORDONED_BY_AKSUP),
-        replaced_node: annotations.get(keys::REPLACED_NODE).filter(|v| !v.is_empty()).map(NodeName::new),
+        replaced_node: annotations
+            .get(keys::REPLACED_NODE)
+            .filter(|v| !v.is_empty())
+            .map(NodeName::new),
     }
 }
 
 /// Builds the state from what ARM and Kubernetes show. VMs of other clusters
 /// in the resource group are ignored; nodes named like a VM of an agent pool
 /// whose VM is gone become that pool's orphans.
-pub fn build_state(model: &ContainerService, vms: &[VirtualMachine], nodes: &[Node]) -> Result<ClusterState, Error> {
+pub fn build_state(
+    model: &ContainerService,
+    vms: &[VirtualMachine],
+    nodes: &[Node],
+) -> Result<ClusterState, Error> {
     let suffix = recover_suffix(vms)?;
     let pools = pools_of(model);
     let mut states: Vec<PoolState> = pools
         .iter()
-        .map(|(kind, count)| PoolState { kind: kind.clone(), count: *count, vms: Vec::new(), orphan_nodes: Vec::new() })
+        .map(|(kind, count)| PoolState {
+            kind: kind.clone(),
+            count: *count,
+            vms: Vec::new(),
+            orphan_nodes: Vec::new(),
+        })
         .collect();
-    let mut nodes_by_name: BTreeMap<String, NodeState> =
-        nodes.iter().map(node_state).map(|state| (state.name.as_str().to_owned(), state)).collect();
+    let mut nodes_by_name: BTreeMap<String, NodeState> = nodes
+        .iter()
+        .map(node_state)
+        .map(|state| (state.name.as_str().to_owned(), state))
+        .collect();
     for vm in vms {
-        let Some((position, index)) = place(vm, &pools, &suffix) else { continue };
+        let Some((position, index)) = place(vm, &pools, &suffix) else {
+            continue;
+        };
         let name = VmName::new(vm.name.clone());
         let node = nodes_by_name.remove(name.node_name().as_str());
         let provisioning = Provisioning::from_arm(
-            vm.instance_provisioning_state().unwrap_or(vm.properties.provisioning_state.as_str()),
+            vm.instance_provisioning_state()
+                .unwrap_or(vm.properties.provisioning_state.as_str()),
         );
         states[position].vms.push(VmState {
             tag_version: vm.tag("orchestrator").and_then(parse_version),
@@ -138,15 +180,23 @@ pub fn build_state(model: &ContainerService, vms: &[VirtualMachine], nodes: &[No
     }
     // Leftover nodes named like an agent VM of this cluster are orphans of that pool.
     for (name, node) in nodes_by_name {
-        let fake = VirtualMachine { name: name.clone(), ..Default::default() };
-        if let Some((position, _)) = place(&fake, &pools, &suffix) {
-            if states[position].kind != PoolKind::Master {
-                states[position].orphan_nodes.push(node);
-            }
+        let fake = VirtualMachine {
+            name: name.clone(),
+            ..Default::default()
+        };
+        if let Some((position, _)) = place(&fake, &pools, &suffix)
+            && states[position].kind != PoolKind::Master
+        {
+            states[position].orphan_nodes.push(node);
         }
     }
     for pool in &mut states {
         pool.sort();
     }
-    Ok(ClusterState { suffix, pools: states, missing_images: Vec::new(), drain_blockers: BTreeMap::new() })
+    Ok(ClusterState {
+        suffix,
+        pools: states,
+        missing_images: Vec::new(),
+        drain_blockers: BTreeMap::new(),
+    })
 }
