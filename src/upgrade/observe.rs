@@ -200,3 +200,101 @@ pub fn build_state(
         drain_blockers: BTreeMap::new(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+    use crate::model::ApiModel;
+
+    fn model() -> ApiModel {
+        ApiModel::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/apimodels/three-masters-two-pools.json"))
+            .unwrap()
+    }
+
+    fn arm_vm(name: &str, pool: &str, version: &str, state: &str) -> VirtualMachine {
+        let mut vm = VirtualMachine { name: name.into(), ..Default::default() };
+        vm.tags = BTreeMap::from([
+            ("orchestrator".to_owned(), format!("Kubernetes:{version}")),
+            ("poolName".to_owned(), pool.to_owned()),
+            ("resourceNameSuffix".to_owned(), "38062788".to_owned()),
+        ]);
+        vm.properties.provisioning_state = state.into();
+        vm
+    }
+
+    fn node(name: &str, ready: bool, version: &str, annotations: &[(&str, &str)]) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                annotations: Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec { unschedulable: Some(!annotations.is_empty()), ..Default::default() }),
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                node_info: Some(NodeSystemInfo { kubelet_version: format!("v{version}"), ..Default::default() }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn vms_and_nodes_are_joined_per_pool_and_index() {
+        let vms = vec![
+            arm_vm("k8s-master-38062788-0", "master", "1.34.4", "Succeeded"),
+            arm_vm("k8s-master-38062788-2", "master", "1.33.10", "Succeeded"),
+            arm_vm("k8s-linuxpool-38062788-3", "linuxpool", "1.34.4", "Creating"),
+            arm_vm("k8s-batch-38062788-0", "batch", "1.33.10", "Failed"),
+            arm_vm("jumpbox", "", "", "Succeeded"),
+            arm_vm("k8s-master-99999999-0", "other", "1.30.14", "Succeeded"),
+        ];
+        let nodes = vec![
+            node("k8s-master-38062788-0", true, "1.34.4", &[(keys::CORDONED_BY_AKSUP, "true")]),
+            node("k8s-master-38062788-1", false, "1.33.10", &[]),
+            node("k8s-linuxpool-38062788-0", false, "1.33.10", &[]),
+            node("k8s-linuxpool-38062788-3", true, "1.34.4", &[(keys::REPLACED_NODE, "k8s-linuxpool-38062788-0")]),
+        ];
+        let mut with_other = vms.clone();
+        with_other.retain(|vm| vm.name != "k8s-master-99999999-0");
+        let state = build_state(model().view(), &with_other, &nodes).unwrap();
+        assert_eq!(state.suffix, "38062788");
+        let masters = state.masters().unwrap();
+        assert_eq!(masters.count, 3);
+        assert_eq!(masters.vms.iter().map(|vm| vm.index).collect::<Vec<_>>(), [0, 2]);
+        let first = &masters.vms[0];
+        assert_eq!(first.version(), Some(&Version::new(1, 34, 4)));
+        assert!(first.node.as_ref().unwrap().cordoned_by_aksup);
+        assert!(masters.orphan_nodes.is_empty(), "a master's node stays for its recreated VM");
+        let linux = &state.pools[1];
+        assert_eq!(linux.vms[0].provisioning, Provisioning::InProgress);
+        assert_eq!(linux.vms[0].node.as_ref().unwrap().replaced_node, Some(NodeName::new("k8s-linuxpool-38062788-0")));
+        assert_eq!(linux.orphan_nodes.len(), 1);
+        assert_eq!(state.pools[2].vms[0].provisioning, Provisioning::Failed);
+        // Two clusters' masters in one resource group: refuse to guess.
+        assert!(matches!(build_state(model().view(), &vms, &nodes), Err(Error::AmbiguousSuffix(_))));
+        assert_eq!(build_state(model().view(), &[], &nodes), Err(Error::NoClusterVms));
+    }
+
+    #[test]
+    fn the_suffix_comes_from_names_when_tags_are_missing() {
+        let mut vm = arm_vm("k8s-master-1234abcd-0", "", "1.33.10", "Succeeded");
+        vm.tags.clear();
+        assert_eq!(recover_suffix(&[vm]).unwrap(), "1234abcd");
+    }
+
+    #[test]
+    fn versions_parse_from_tags_and_kubelets() {
+        assert_eq!(parse_version("Kubernetes:1.33.10"), Some(Version::new(1, 33, 10)));
+        assert_eq!(parse_version("v1.34.4"), Some(Version::new(1, 34, 4)));
+        assert_eq!(parse_version("garbage"), None);
+    }
+}
