@@ -2,7 +2,9 @@
 //! turns arguments into options, calls the library, prints, and picks the exit
 //! code; it holds no upgrade logic.
 
+pub mod execute;
 pub mod get_versions;
+pub mod plan;
 pub mod upgrade;
 
 use std::io::Write;
@@ -30,6 +32,8 @@ pub enum Command {
     GetVersions(get_versions::GetVersionsArgs),
     /// Upgrade an existing AKS Engine-created Kubernetes cluster, one node at a time
     Upgrade(Box<upgrade::UpgradeArgs>),
+    /// Show the steps `upgrade` would take (same flags as upgrade; changes nothing)
+    Plan(Box<upgrade::UpgradeArgs>),
 }
 
 /// How a run ended; `main` maps it to the process exit code once.
@@ -122,6 +126,7 @@ async fn run(cli: Cli) -> Result<ExitStatus, UserError> {
     match cli.command {
         Command::GetVersions(args) => get_versions::run(&args),
         Command::Upgrade(args) => upgrade::run(*args).await,
+        Command::Plan(args) => plan::run(*args).await,
     }
 }
 

@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::{ArgAction, Args, ValueEnum};
 use semver::Version;
-use serde::Serialize;
 
 use super::{ExitStatus, UserError};
 use crate::model::{ApiModel, Secret};
@@ -60,9 +59,12 @@ pub struct UpgradeArgs {
     /// desired kubernetes version (required)
     #[arg(short = 'k', long = "upgrade-version", value_name = "VERSION")]
     pub upgrade_version: Option<String>,
-    /// the path of the kubeconfig file (default: built in memory from the apimodel)
-    #[arg(short = 'b', long, value_name = "PATH", env = "KUBECONFIG")]
+    /// the path of the kubeconfig file (default: KUBECONFIG, else built in memory from the apimodel)
+    #[arg(short = 'b', long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+    /// the kubeconfig context to use (with --kubeconfig or KUBECONFIG)
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
     /// how long to wait for each vm to be upgraded in minutes (-1: 20)
     #[arg(long = "vm-timeout", default_value_t = -1, allow_negative_numbers = true, value_name = "MINUTES")]
     pub vm_timeout: i64,
@@ -84,9 +86,9 @@ pub struct UpgradeArgs {
     /// azure subscription id (default: the Azure CLI's selected subscription)
     #[arg(short = 's', long = "subscription-id", env = "AZURE_SUBSCRIPTION_ID")]
     pub subscription_id: Option<String>,
-    /// auth method
-    #[arg(long = "auth-method", value_enum, default_value = "client_secret")]
-    pub auth_method: AuthMethod,
+    /// auth method (default: the apimodel's customCloudProfile.authenticationMethod, else client_secret)
+    #[arg(long = "auth-method", value_enum)]
+    pub auth_method: Option<AuthMethod>,
     /// client id (used with --auth-method=[client_secret|client_certificate])
     #[arg(long = "client-id", env = "AZURE_CLIENT_ID")]
     pub client_id: Option<String>,
@@ -103,9 +105,9 @@ pub struct UpgradeArgs {
     /// path to private key (used with --auth-method=client_certificate)
     #[arg(long = "private-key-path")]
     pub private_key_path: Option<PathBuf>,
-    /// identity system
-    #[arg(long = "identity-system", value_enum, default_value = "azure_ad")]
-    pub identity_system: IdentitySystem,
+    /// identity system (default: the apimodel's customCloudProfile.identitySystem, else azure_ad)
+    #[arg(long = "identity-system", value_enum)]
+    pub identity_system: Option<IdentitySystem>,
     /// tenant id (default: discovered from the Resource Manager endpoint)
     #[arg(long = "tenant-id", env = "AZURE_TENANT_ID")]
     pub tenant_id: Option<String>,
@@ -115,6 +117,28 @@ pub struct UpgradeArgs {
     /// extra root CA (PEM) to trust for Resource Manager and the identity provider
     #[arg(long = "ca-file", value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
+    /// the api-version profile: 2020-09-01-hybrid (Azure Stack Hub default), 2019-03-01-hybrid, latest
+    #[arg(long = "api-profile", value_name = "PROFILE")]
+    pub api_profile: Option<String>,
+    /// what to do when a drain is still blocked at --cordon-drain-timeout: fail (leave the VM untouched) or force-delete (bypass PodDisruptionBudgets, loudly)
+    #[arg(
+        long = "drain-timeout-policy",
+        default_value = "fail",
+        value_name = "POLICY"
+    )]
+    pub drain_timeout_policy: String,
+    /// evict pods that no controller recreates (kubectl drain --force); refused by default
+    #[arg(long = "allow-unreplicated-pods")]
+    pub allow_unreplicated_pods: bool,
+    /// grace period in seconds for evicted pods (default: each pod's own)
+    #[arg(long = "grace-period", value_name = "SECONDS")]
+    pub grace_period: Option<i64>,
+    /// take over the cluster's upgrade lock even if another run holds it (only when that run is dead)
+    #[arg(long = "break-lock")]
+    pub break_lock: bool,
+    /// no progress bars (also when stdout is not a terminal, or AKSUP_NO_PROGRESS is set)
+    #[arg(long = "no-progress")]
+    pub no_progress: bool,
     /// show what would be done, change nothing
     #[arg(long = "dry-run")]
     pub dry_run: bool,
@@ -152,32 +176,12 @@ pub struct CheckedUpgrade {
     pub adjustments: Vec<Adjustment>,
     pub warnings: Vec<String>,
     pub credentials: CredentialArgs,
-}
-
-/// What `-o json` prints about the checked request.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CheckedSummary<'a> {
-    api_model: String,
-    resource_group: &'a str,
-    location: &'a str,
-    current_version: &'a str,
-    target_version: String,
-    azure_stack: bool,
-    vm_timeout_minutes: u64,
-    cordon_drain_timeout_minutes: u64,
-    adjustments: &'a [Adjustment],
-    warnings: &'a [String],
+    pub drain_timeout_policy: crate::kube::DrainTimeoutPolicy,
 }
 
 pub async fn run(args: UpgradeArgs) -> Result<ExitStatus, UserError> {
     let checked = check(&args)?;
-    print_checked(&checked, args.output);
-    Err(UserError::failed(anyhow!(
-        "the checks passed, but this build of aksup cannot contact Azure Resource Manager yet: the upgrade engine is not part of it"
-    ))
-    .with_hint("nothing was changed: no VM, node or file was touched")
-    .with_hint("until the engine lands, use the checks above with `aks-engine-azurestack upgrade`"))
+    super::execute::execute(checked, &args).await
 }
 
 fn refused(message: impl std::fmt::Display) -> UserError {
@@ -245,8 +249,26 @@ pub fn check(args: &UpgradeArgs) -> Result<CheckedUpgrade, UserError> {
         "--cordon-drain-timeout",
     )?;
 
+    let drain_timeout_policy: crate::kube::DrainTimeoutPolicy = args.drain_timeout_policy.parse().map_err(|_| {
+        refused(format!(
+            "--drain-timeout-policy {} is not known: use fail (default: leave the VM untouched) or force-delete (bypass PodDisruptionBudgets)",
+            args.drain_timeout_policy
+        ))
+    })?;
+    if let Some(seconds) = args.grace_period.filter(|s| *s < 0) {
+        return Err(refused(format!(
+            "--grace-period {seconds} is not valid: give 0 or more seconds"
+        )));
+    }
+    if let Some(profile) = &args.api_profile {
+        profile
+            .parse::<crate::arm::ApiProfile>()
+            .map_err(|err| UserError::refused(anyhow::Error::new(err)))?;
+    }
+
     // 3. Credentials that can be checked locally (aks-engine: validateAuthArgs()).
-    let credentials = check_credentials(args, view.is_azure_stack())?;
+    let credentials = check_credentials(args, &model)?;
+    let view = model.view();
 
     // 4. Location, semver, path (aks-engine: initialize()).
     if !view.location.is_empty() && normalize_location(&view.location) != location {
@@ -302,6 +324,7 @@ pub fn check(args: &UpgradeArgs) -> Result<CheckedUpgrade, UserError> {
         warnings,
         credentials,
         model,
+        drain_timeout_policy,
     })
 }
 
@@ -339,7 +362,25 @@ fn check_path(current: &str, target: &str, windows: bool, cloud: Cloud) -> Resul
     }))
 }
 
-fn check_credentials(args: &UpgradeArgs, azure_stack: bool) -> Result<CredentialArgs, UserError> {
+fn check_credentials(args: &UpgradeArgs, model: &ApiModel) -> Result<CredentialArgs, UserError> {
+    let cloud = model
+        .view()
+        .properties
+        .custom_cloud_profile
+        .clone()
+        .unwrap_or_default();
+    let identity_system = args
+        .identity_system
+        .unwrap_or(match cloud.identity_system.as_str() {
+            "adfs" => IdentitySystem::Adfs,
+            _ => IdentitySystem::AzureAd,
+        });
+    let auth_method = args
+        .auth_method
+        .unwrap_or(match cloud.authentication_method.as_str() {
+            "client_certificate" => AuthMethod::ClientCertificate,
+            _ => AuthMethod::ClientSecret,
+        });
     let client_id = args.client_id.clone().unwrap_or_default();
     if !is_uuid(&client_id) {
         return Err(refused(format!(
@@ -352,7 +393,7 @@ fn check_credentials(args: &UpgradeArgs, azure_stack: bool) -> Result<Credential
         .clone()
         .filter(|s| !s.is_empty())
         .map(Secret::from);
-    match args.auth_method {
+    match auth_method {
         AuthMethod::ClientSecret if client_secret.is_none() => {
             return Err(refused("--client-secret must be specified when --auth-method=\"client_secret\"")
                 .with_hint("prefer the AZURE_CLIENT_SECRET environment variable: a flag shows in the process list"));
@@ -389,10 +430,9 @@ fn check_credentials(args: &UpgradeArgs, azure_stack: bool) -> Result<Credential
             "--subscription-id is required (and must be a valid UUID)",
         ));
     }
-    let _ = azure_stack;
     Ok(CredentialArgs {
-        identity_system: args.identity_system,
-        auth_method: args.auth_method,
+        identity_system,
+        auth_method,
         client_id,
         client_secret,
         certificate_path: args.certificate_path.clone(),
@@ -402,52 +442,26 @@ fn check_credentials(args: &UpgradeArgs, azure_stack: bool) -> Result<Credential
     })
 }
 
-fn print_checked(checked: &CheckedUpgrade, output: OutputFormat) {
-    let summary = CheckedSummary {
-        api_model: checked.api_model_path.display().to_string(),
-        resource_group: &checked.resource_group,
-        location: &checked.location,
-        current_version: &checked.current_version,
-        target_version: checked.target_version.to_string(),
-        azure_stack: checked.cloud == Cloud::AzureStack,
-        vm_timeout_minutes: checked.vm_timeout.as_secs() / 60,
-        cordon_drain_timeout_minutes: checked.cordon_drain_timeout.as_secs() / 60,
-        adjustments: &checked.adjustments,
-        warnings: &checked.warnings,
-    };
-    match output {
-        OutputFormat::Json => {
-            let text = serde_json::to_string(&summary).unwrap_or_default();
-            println!("{text}");
-        }
-        OutputFormat::Human => {
-            println!(
-                "Checked upgrade of {} ({} in {}) from {} to {}",
-                summary.api_model,
-                summary.resource_group,
-                summary.location,
-                summary.current_version,
-                summary.target_version
-            );
-            println!(
-                "  timeouts: {} min per VM, {} min per cordon and drain",
-                summary.vm_timeout_minutes, summary.cordon_drain_timeout_minutes
-            );
-            if checked.adjustments.is_empty() {
-                println!("  apimodel adjustments: none");
-            } else {
-                println!("  apimodel adjustments:");
-                for adjustment in &checked.adjustments {
-                    println!(
-                        "    {}: {} -> {} ({})",
-                        adjustment.pointer, adjustment.from, adjustment.to, adjustment.reason
-                    );
-                }
-            }
-            for warning in &checked.warnings {
-                println!("  warning: {warning}");
-            }
-        }
+/// Tells, on stderr, what the checks established before the cloud is contacted.
+pub(crate) fn print_checked(checked: &CheckedUpgrade) {
+    eprintln!(
+        "Checked upgrade of {} ({} in {}) from {} to {}",
+        checked.api_model_path.display(),
+        checked.resource_group,
+        checked.location,
+        checked.current_version,
+        checked.target_version
+    );
+    eprintln!(
+        "  timeouts: {} min per VM, {} min per cordon and drain",
+        checked.vm_timeout.as_secs() / 60,
+        checked.cordon_drain_timeout.as_secs() / 60
+    );
+    for adjustment in &checked.adjustments {
+        eprintln!(
+            "  adjust {}: {} -> {} ({})",
+            adjustment.pointer, adjustment.from, adjustment.to, adjustment.reason
+        );
     }
 }
 

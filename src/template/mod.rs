@@ -78,6 +78,8 @@ pub struct NodeTemplateInput<'a> {
     pub location: &'a str,
     /// Written into the `aksEngineVersion` tag as `aksup-<version>`.
     pub aksup_version: &'a str,
+    /// The forced run creating the VM (`--force`), written into the `aksupRun` tag.
+    pub run: Option<&'a str>,
 }
 
 /// A rendered node deployment. `Debug` leaves the template out: on Windows it
@@ -128,8 +130,9 @@ pub fn vm_tags(
     vm: &VmName,
     version: &Version,
     aksup_version: &str,
+    run: Option<&str>,
 ) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut tags = BTreeMap::from([
         (
             "aksEngineVersion".to_owned(),
             format!("aksup-{aksup_version}"),
@@ -138,7 +141,20 @@ pub fn vm_tags(
         ("orchestrator".to_owned(), format!("Kubernetes:{version}")),
         ("poolName".to_owned(), pool.pool_name().to_owned()),
         ("resourceNameSuffix".to_owned(), suffix.to_owned()),
-    ])
+    ]);
+    if let Some(run) = run {
+        tags.insert(RUN_TAG.to_owned(), run.to_owned());
+    }
+    tags
+}
+
+/// The VM tag naming the forced run (`--force`) that created the VM.
+pub const RUN_TAG: &str = "aksupRun";
+
+/// The OS disk aksup names for a VM it creates (so that a resumed run can
+/// delete it even after the VM is gone).
+pub fn os_disk_name(vm: &VmName) -> String {
+    format!("{vm}_OsDisk_aksup")
 }
 
 /// Renders the deployment of one node VM.
@@ -198,6 +214,7 @@ pub fn render(input: &NodeTemplateInput<'_>) -> Result<RenderedNode> {
         &vm_name,
         input.target_version,
         input.aksup_version,
+        input.run,
     );
     let image = node_image(model, &input.pool, input.subscription_id)?;
     let block = bootstrap::node_block(input, &node_name);
@@ -229,6 +246,7 @@ pub fn render(input: &NodeTemplateInput<'_>) -> Result<RenderedNode> {
         }));
     }
     let mut os_disk = json!({
+        "name": os_disk_name(&vm_name),
         "createOption": "FromImage",
         "caching": "ReadWrite",
         "managedDisk": { "storageAccountType": storage_tier(&vm_size) },

@@ -30,6 +30,7 @@ fn render_for(model: &ApiModel, pool: PoolKind, index: usize) -> Result<Rendered
         resource_group: "rg",
         location: "local",
         aksup_version: "0.1.0",
+        run: None,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The upgrade: checks, model adjustments, and (with the engine) observe → plan → execute.
 
 pub mod adjust;
+pub mod engine;
 pub mod observe;
 pub mod plan;
 pub mod state;

@@ -12,8 +12,7 @@ use crate::kube::keys;
 use crate::model::ContainerService;
 use crate::names::{self, NodeName, PoolKind, VmName};
 
-/// The VM tag that marks VMs a forced run created (`--force`).
-pub const RUN_TAG: &str = "aksupRun";
+use crate::template::RUN_TAG;
 
 /// Why the cluster could not be observed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -212,12 +211,18 @@ mod tests {
     use crate::model::ApiModel;
 
     fn model() -> ApiModel {
-        ApiModel::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/apimodels/three-masters-two-pools.json"))
-            .unwrap()
+        ApiModel::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("testdata/apimodels/three-masters-two-pools.json"),
+        )
+        .unwrap()
     }
 
     fn arm_vm(name: &str, pool: &str, version: &str, state: &str) -> VirtualMachine {
-        let mut vm = VirtualMachine { name: name.into(), ..Default::default() };
+        let mut vm = VirtualMachine {
+            name: name.into(),
+            ..Default::default()
+        };
         vm.tags = BTreeMap::from([
             ("orchestrator".to_owned(), format!("Kubernetes:{version}")),
             ("poolName".to_owned(), pool.to_owned()),
@@ -231,17 +236,28 @@ mod tests {
         Node {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                annotations: Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
                 ..Default::default()
             },
-            spec: Some(NodeSpec { unschedulable: Some(!annotations.is_empty()), ..Default::default() }),
+            spec: Some(NodeSpec {
+                unschedulable: Some(!annotations.is_empty()),
+                ..Default::default()
+            }),
             status: Some(NodeStatus {
                 conditions: Some(vec![NodeCondition {
                     type_: "Ready".into(),
                     status: if ready { "True" } else { "False" }.into(),
                     ..Default::default()
                 }]),
-                node_info: Some(NodeSystemInfo { kubelet_version: format!("v{version}"), ..Default::default() }),
+                node_info: Some(NodeSystemInfo {
+                    kubelet_version: format!("v{version}"),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
         }
@@ -252,16 +268,31 @@ mod tests {
         let vms = vec![
             arm_vm("k8s-master-38062788-0", "master", "1.34.4", "Succeeded"),
             arm_vm("k8s-master-38062788-2", "master", "1.33.10", "Succeeded"),
-            arm_vm("k8s-linuxpool-38062788-3", "linuxpool", "1.34.4", "Creating"),
+            arm_vm(
+                "k8s-linuxpool-38062788-3",
+                "linuxpool",
+                "1.34.4",
+                "Creating",
+            ),
             arm_vm("k8s-batch-38062788-0", "batch", "1.33.10", "Failed"),
             arm_vm("jumpbox", "", "", "Succeeded"),
             arm_vm("k8s-master-99999999-0", "other", "1.30.14", "Succeeded"),
         ];
         let nodes = vec![
-            node("k8s-master-38062788-0", true, "1.34.4", &[(keys::CORDONED_BY_AKSUP, "true")]),
+            node(
+                "k8s-master-38062788-0",
+                true,
+                "1.34.4",
+                &[(keys::CORDONED_BY_AKSUP, "true")],
+            ),
             node("k8s-master-38062788-1", false, "1.33.10", &[]),
             node("k8s-linuxpool-38062788-0", false, "1.33.10", &[]),
-            node("k8s-linuxpool-38062788-3", true, "1.34.4", &[(keys::REPLACED_NODE, "k8s-linuxpool-38062788-0")]),
+            node(
+                "k8s-linuxpool-38062788-3",
+                true,
+                "1.34.4",
+                &[(keys::REPLACED_NODE, "k8s-linuxpool-38062788-0")],
+            ),
         ];
         let mut with_other = vms.clone();
         with_other.retain(|vm| vm.name != "k8s-master-99999999-0");
@@ -269,19 +300,34 @@ mod tests {
         assert_eq!(state.suffix, "38062788");
         let masters = state.masters().unwrap();
         assert_eq!(masters.count, 3);
-        assert_eq!(masters.vms.iter().map(|vm| vm.index).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(
+            masters.vms.iter().map(|vm| vm.index).collect::<Vec<_>>(),
+            [0, 2]
+        );
         let first = &masters.vms[0];
         assert_eq!(first.version(), Some(&Version::new(1, 34, 4)));
         assert!(first.node.as_ref().unwrap().cordoned_by_aksup);
-        assert!(masters.orphan_nodes.is_empty(), "a master's node stays for its recreated VM");
+        assert!(
+            masters.orphan_nodes.is_empty(),
+            "a master's node stays for its recreated VM"
+        );
         let linux = &state.pools[1];
         assert_eq!(linux.vms[0].provisioning, Provisioning::InProgress);
-        assert_eq!(linux.vms[0].node.as_ref().unwrap().replaced_node, Some(NodeName::new("k8s-linuxpool-38062788-0")));
+        assert_eq!(
+            linux.vms[0].node.as_ref().unwrap().replaced_node,
+            Some(NodeName::new("k8s-linuxpool-38062788-0"))
+        );
         assert_eq!(linux.orphan_nodes.len(), 1);
         assert_eq!(state.pools[2].vms[0].provisioning, Provisioning::Failed);
         // Two clusters' masters in one resource group: refuse to guess.
-        assert!(matches!(build_state(model().view(), &vms, &nodes), Err(Error::AmbiguousSuffix(_))));
-        assert_eq!(build_state(model().view(), &[], &nodes), Err(Error::NoClusterVms));
+        assert!(matches!(
+            build_state(model().view(), &vms, &nodes),
+            Err(Error::AmbiguousSuffix(_))
+        ));
+        assert_eq!(
+            build_state(model().view(), &[], &nodes),
+            Err(Error::NoClusterVms)
+        );
     }
 
     #[test]
@@ -293,7 +339,10 @@ mod tests {
 
     #[test]
     fn versions_parse_from_tags_and_kubelets() {
-        assert_eq!(parse_version("Kubernetes:1.33.10"), Some(Version::new(1, 33, 10)));
+        assert_eq!(
+            parse_version("Kubernetes:1.33.10"),
+            Some(Version::new(1, 33, 10))
+        );
         assert_eq!(parse_version("v1.34.4"), Some(Version::new(1, 34, 4)));
         assert_eq!(parse_version("garbage"), None);
     }
