@@ -1,1 +1,3 @@
 //! Command-line interface: clap types, one file per subcommand.
+
+pub mod simulator;

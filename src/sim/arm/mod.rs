@@ -548,7 +548,7 @@ fn arm(app: &ArmApp, call: &Call) -> (String, Response) {
             let as_location = *kind == "operationresults" || call.query("monitor") == Some("true");
             (
                 endpoint(&format!("/subscriptions/{{subscriptionId}}/providers/{provider_name}/locations/{{location}}/{kind_name}/{{operationId}}")),
-                operation_get(app, call, family, &s[6], as_location),
+                operation_get(app, call, family, &s[7], as_location),
             )
         }
         _ => (
@@ -727,7 +727,10 @@ fn accepted(app: &ArmApp, call: &Call, family: Family, op: &str) -> Response {
 }
 
 fn operation_get(app: &ArmApp, call: &Call, family: Family, id: &str, as_location: bool) -> Response {
-    checked!(app, call, family, "locations/operations");
+    // Compute operations also track disk deletes, polled with the disks api-version.
+    if !(family == Family::Compute && check_version(app, call, Family::Disks, "locations/operations").is_ok()) {
+        checked!(app, call, family, "locations/operations");
+    }
     let state = app.world.lock();
     let Some(op) = state.operations.get(id).filter(|op| {
         let provider = op.kind.provider();
