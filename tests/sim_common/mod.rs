@@ -211,8 +211,8 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 /// node template is expected to render it.
 pub struct NodeVm<'a> {
     pub arm: &'a Arm,
-    pub vm: &'a str,
-    pub nic: &'a str,
+    pub vm: String,
+    pub nic: String,
     pub pool: &'a str,
     pub version: &'a str,
     pub static_ip: Option<&'a str>,
@@ -223,11 +223,11 @@ pub struct NodeVm<'a> {
 }
 
 impl<'a> NodeVm<'a> {
-    pub fn agent(arm: &'a Arm, vm: &'a str, nic: &'a str, pool: &'a str, version: &'a str) -> Self {
+    pub fn agent(arm: &'a Arm, vm: &str, nic: &str, pool: &'a str, version: &'a str) -> Self {
         Self {
             arm,
-            vm,
-            nic,
+            vm: vm.to_owned(),
+            nic: nic.to_owned(),
             pool,
             version,
             static_ip: None,
@@ -245,7 +245,7 @@ impl<'a> NodeVm<'a> {
             .custom_data
             .clone()
             .or_else(|| self.node_block.as_ref().map(aksup::sim::bootstrap::cloud_init_custom_data));
-        let mut os_profile = json!({"computerName": self.vm, "adminUsername": "azureuser",
+        let mut os_profile = json!({"computerName": &self.vm, "adminUsername": "azureuser",
             "linuxConfiguration": {"disablePasswordAuthentication": true}});
         if let Some(data) = custom_data {
             os_profile["customData"] = json!(data);
@@ -264,14 +264,14 @@ impl<'a> NodeVm<'a> {
                 {
                     "type": "Microsoft.Network/networkInterfaces",
                     "apiVersion": NETWORK,
-                    "name": self.nic,
+                    "name": &self.nic,
                     "location": arm.location,
                     "properties": {"ipConfigurations": [{"name": "ipconfig1", "properties": ip_properties}], "enableIPForwarding": true}
                 },
                 {
                     "type": "Microsoft.Compute/virtualMachines",
                     "apiVersion": COMPUTE,
-                    "name": self.vm,
+                    "name": &self.vm,
                     "location": arm.location,
                     "dependsOn": [arm.rg(&format!("providers/Microsoft.Network/networkInterfaces/{}", self.nic))],
                     "tags": {
