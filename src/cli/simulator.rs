@@ -90,6 +90,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the fault file {}", path.display()))?;
         options.faults = FaultSpec::parse_list(&text).with_context(|| format!("invalid fault file {}", path.display()))?;
     }
+    // Handlers first, so a client that reads the summary can stop us at once.
+    let interrupted = interrupt_signal()?;
     let simulator = Simulator::start(options).await.context("cannot start the simulator")?;
     let summary = match args.output {
         OutputFormat::Json => serde_json::to_string(&simulator.endpoints)? + "\n",
@@ -101,23 +103,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         stdout.write_all(summary.as_bytes())?;
         stdout.flush()?;
     }
-    wait_for_interrupt().await;
+    interrupted.await;
     simulator.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_interrupt() {
+/// A future that completes on Ctrl-C or SIGTERM; the handlers are installed now.
+fn interrupt_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn path_text(path: &Option<PathBuf>) -> String {
