@@ -37,7 +37,9 @@ fn serve(state_dir: &std::path::Path, extra: &[&str]) -> Served {
         .spawn()
         .expect("the binary starts");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(!line.is_empty(), "the simulator printed its endpoints");
     let endpoints = serde_json::from_str(&line).expect("JSON endpoints");
     Served { child, endpoints }
@@ -45,23 +47,54 @@ fn serve(state_dir: &std::path::Path, extra: &[&str]) -> Served {
 
 fn terminate(mut served: Served) -> std::process::ExitStatus {
     let pid = served.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     served.child.wait().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_prints_endpoints_writes_the_state_dir_and_outlives_clients() {
     let dir = tempfile::tempdir().unwrap();
-    let served = serve(dir.path(), &["--page-size", "4", "--faults", testdata("faults-example.json").to_str().unwrap()]);
+    let served = serve(
+        dir.path(),
+        &[
+            "--page-size",
+            "4",
+            "--faults",
+            testdata("faults-example.json").to_str().unwrap(),
+        ],
+    );
     let e = served.endpoints.clone();
-    for file in ["ca.crt", "kubeconfig", "client.crt", "client.key", "apimodel.json", "simulator.json", "credentials.json"] {
+    for file in [
+        "ca.crt",
+        "kubeconfig",
+        "client.crt",
+        "client.key",
+        "apimodel.json",
+        "simulator.json",
+        "credentials.json",
+    ] {
         assert!(dir.path().join(file).exists(), "{file} is written");
     }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        for secret in ["client.key", "credentials.json", "kubeconfig", "apimodel.json"] {
-            let mode = std::fs::metadata(dir.path().join(secret)).unwrap().permissions().mode() & 0o777;
+        for secret in [
+            "client.key",
+            "credentials.json",
+            "kubeconfig",
+            "apimodel.json",
+        ] {
+            let mode = std::fs::metadata(dir.path().join(secret))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
             assert_eq!(mode, 0o600, "{secret}");
         }
     }
@@ -71,11 +104,17 @@ async fn serve_prints_endpoints_writes_the_state_dir_and_outlives_clients() {
     let cloud = copy.view().properties.custom_cloud_profile.clone().unwrap();
     let env = cloud.environment.unwrap();
     assert_eq!(env.resource_manager_endpoint, e["armUrl"].as_str().unwrap());
-    assert_eq!(env.service_management_endpoint, e["audience"].as_str().unwrap());
+    assert_eq!(
+        env.service_management_endpoint,
+        e["audience"].as_str().unwrap()
+    );
     assert_eq!(env.active_directory_endpoint, e["armUrl"].as_str().unwrap());
     assert_eq!(cloud.identity_system, "azure_ad");
     let master = copy.view().properties.master_profile.clone().unwrap();
-    assert_eq!(format!("https://{}", master.fqdn), e["kubeUrl"].as_str().unwrap());
+    assert_eq!(
+        format!("https://{}", master.fqdn),
+        e["kubeUrl"].as_str().unwrap()
+    );
     let certs = copy.view().properties.certificate_profile.clone().unwrap();
     assert_eq!(certs.ca_certificate, e["caPem"].as_str().unwrap());
     assert!(certs.kube_config_certificate.contains("BEGIN CERTIFICATE"));
@@ -115,8 +154,17 @@ async fn serve_prints_endpoints_writes_the_state_dir_and_outlives_clients() {
         aksup::sim::seed::name_suffix("simlinux"),
     );
     let first = token(http.clone(), e.clone()).await;
-    let deleted = http.delete(&vm_url).bearer_auth(&first).send().await.unwrap();
-    assert!(deleted.status() == 202 || deleted.status() == 429 || deleted.status() == 503, "{}", deleted.status());
+    let deleted = http
+        .delete(&vm_url)
+        .bearer_auth(&first)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        deleted.status() == 202 || deleted.status() == 429 || deleted.status() == 503,
+        "{}",
+        deleted.status()
+    );
     drop(first);
     let second = token(http.clone(), e.clone()).await;
     let mut gone = false;
@@ -128,7 +176,11 @@ async fn serve_prints_endpoints_writes_the_state_dir_and_outlives_clients() {
         }
         if deleted.status() != 202 && answer.status() == 200 {
             // The delete itself was faulted (the example faults include throttling and 503s): retry it.
-            http.delete(&vm_url).bearer_auth(&second).send().await.unwrap();
+            http.delete(&vm_url)
+                .bearer_auth(&second)
+                .send()
+                .await
+                .unwrap();
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -181,15 +233,31 @@ fn human_output_and_errors() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    for expected in ["ARM endpoint", "Kubernetes API", "ADFS token", "Client certificate", "aksup upgrade --api-model"] {
+    for expected in [
+        "ARM endpoint",
+        "Kubernetes API",
+        "ADFS token",
+        "Client certificate",
+        "aksup upgrade --api-model",
+    ] {
         assert!(text.contains(expected), "{expected} in:\n{text}");
     }
-    assert!(text.lines().any(|l| l.trim_start().starts_with("Identity system") && l.trim_end().ends_with(" adfs")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("Identity system")
+                && l.trim_end().ends_with(" adfs")),
+        "{text}"
+    );
 
     // A definition without orchestratorVersion is refused with the model's message.
     let model = dir.path().join("definition.json");
-    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(testdata("linux-3-masters.json")).unwrap()).unwrap();
-    value["properties"]["orchestratorProfile"].as_object_mut().unwrap().remove("orchestratorVersion");
+    let mut value: Value =
+        serde_json::from_str(&std::fs::read_to_string(testdata("linux-3-masters.json")).unwrap())
+            .unwrap();
+    value["properties"]["orchestratorProfile"]
+        .as_object_mut()
+        .unwrap()
+        .remove("orchestratorVersion");
     std::fs::write(&model, value.to_string()).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_aksup"))
         .args(["simulator", "serve", "--api-model"])
@@ -200,5 +268,8 @@ fn human_output_and_errors() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("orchestratorVersion is missing"), "{stderr}");
+    assert!(
+        stderr.contains("orchestratorVersion is missing"),
+        "{stderr}"
+    );
 }

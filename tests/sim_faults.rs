@@ -34,7 +34,9 @@ async fn real_kube(sim: &aksup::sim::Simulator) -> bool {
         .await;
     let real = answer.is_ok_and(|a| a.status() != StatusCode::NOT_FOUND);
     if !real {
-        eprintln!("SKIPPED the Kubernetes-side half of this test: the Kubernetes API is the interface placeholder");
+        eprintln!(
+            "SKIPPED the Kubernetes-side half of this test: the Kubernetes API is the interface placeholder"
+        );
     }
     real
 }
@@ -70,7 +72,11 @@ async fn throttling_every_nth_request() {
         [200, 200, 429, 200, 200, 429]
     );
     // Other requests are not counted.
-    let nics = arm.get(&arm.rg(&format!("providers/Microsoft.Network/networkInterfaces?api-version={NETWORK}"))).await;
+    let nics = arm
+        .get(&arm.rg(&format!(
+            "providers/Microsoft.Network/networkInterfaces?api-version={NETWORK}"
+        )))
+        .await;
     assert_eq!(nics.status, StatusCode::OK);
     sim.shutdown().await;
 }
@@ -78,7 +84,10 @@ async fn throttling_every_nth_request() {
 #[tokio::test]
 async fn throttling_by_budget_per_window() {
     // 2 requests per 60 virtual seconds = 60 ms real at 1000×.
-    let sim = start("linux-3-masters.json", |o| o.faults = faults(r#"[{"kind":"throttle","budget":2,"windowSeconds":60}]"#)).await;
+    let sim = start("linux-3-masters.json", |o| {
+        o.faults = faults(r#"[{"kind":"throttle","budget":2,"windowSeconds":60}]"#)
+    })
+    .await;
     let arm = Arm::login(&sim).await;
     let path = arm.vm_path(&format!("k8s-master-{}-0", suffix()));
     assert_eq!(arm.get(&path).await.status, StatusCode::OK);
@@ -129,22 +138,38 @@ async fn a_named_deployment_fails_with_a_nested_error() {
     assert_eq!(status["error"]["code"], "DeploymentFailed");
     let detail = &status["error"]["details"][0];
     assert_eq!(detail["code"], "Conflict");
-    let inner: serde_json::Value = serde_json::from_str(detail["message"].as_str().unwrap()).unwrap();
+    let inner: serde_json::Value =
+        serde_json::from_str(detail["message"].as_str().unwrap()).unwrap();
     assert_eq!(inner["status"], "Failed");
     assert_eq!(inner["error"]["code"], "ResourceDeploymentFailure");
-    assert_eq!(inner["error"]["details"][0]["code"], "VMExtensionProvisioningError");
-    let got = arm.get(&format!("{}&$expand=instanceView", arm.vm_path(&vm))).await;
+    assert_eq!(
+        inner["error"]["details"][0]["code"],
+        "VMExtensionProvisioningError"
+    );
+    let got = arm
+        .get(&format!("{}&$expand=instanceView", arm.vm_path(&vm)))
+        .await;
     assert_eq!(got.body["properties"]["provisioningState"], "Failed");
-    assert_eq!(got.body["properties"]["instanceView"]["statuses"][0]["level"], "Error");
+    assert_eq!(
+        got.body["properties"]["instanceView"]["statuses"][0]["level"],
+        "Error"
+    );
     let operations = arm
         .get(&format!("/subscriptions/{}/resourcegroups/{}/deployments/linuxpool-3-1.34.4/operations?api-version={RESOURCES}", arm.subscription, arm.resource_group))
         .await;
-    assert!(operations.body["value"].as_array().unwrap().iter().any(|op| op["properties"]["provisioningState"] == "Failed"));
+    assert!(
+        operations.body["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|op| op["properties"]["provisioningState"] == "Failed")
+    );
     assert!(matches!(boot_of(&sim, &vm), Some(Boot::Failed(_))));
 
     // A retry after deleting the failed VM succeeds (the fault fired its one time).
     let answer = arm.delete(&arm.vm_path(&vm)).await;
-    arm.wait_async(&answer.header("azure-asyncoperation").unwrap()).await;
+    arm.wait_async(&answer.header("azure-asyncoperation").unwrap())
+        .await;
     let status = arm.deploy("linuxpool-3-1.34.4", node.template()).await;
     assert_eq!(status["status"], "Succeeded", "{status}");
 
@@ -156,9 +181,20 @@ async fn a_named_deployment_fails_with_a_nested_error() {
     )
     .await;
     let vm = format!("k8s-linuxpool-{s}-4");
-    let node = NodeVm::agent(&arm, &vm, &format!("k8s-linuxpool-{s}-nic-4"), "linuxpool", "1.34.4");
+    let node = NodeVm::agent(
+        &arm,
+        &vm,
+        &format!("k8s-linuxpool-{s}-nic-4"),
+        "linuxpool",
+        "1.34.4",
+    );
     let status = arm.deploy("custom", node.template()).await;
-    assert!(status["error"]["details"][0]["message"].as_str().unwrap().contains("OSProvisioningTimedOut"));
+    assert!(
+        status["error"]["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("OSProvisioningTimedOut")
+    );
     sim.shutdown().await;
 }
 
@@ -171,14 +207,25 @@ async fn a_vm_stuck_in_creating() {
     })
     .await;
     let arm = Arm::login(&sim).await;
-    let node = NodeVm::agent(&arm, &vm, &format!("k8s-linuxpool-{s}-nic-3"), "linuxpool", "1.34.4");
+    let node = NodeVm::agent(
+        &arm,
+        &vm,
+        &format!("k8s-linuxpool-{s}-nic-3"),
+        "linuxpool",
+        "1.34.4",
+    );
     let answer = arm
-        .put(&arm.deployment_path("stuck"), &json!({"properties": {"mode": "Incremental", "template": node.template()}}))
+        .put(
+            &arm.deployment_path("stuck"),
+            &json!({"properties": {"mode": "Incremental", "template": node.template()}}),
+        )
         .await;
     assert_eq!(answer.status, StatusCode::CREATED);
     // Well past VM create (240 s virtual = 0.24 s real).
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let status = arm.get(&answer.header("azure-asyncoperation").unwrap()).await;
+    let status = arm
+        .get(&answer.header("azure-asyncoperation").unwrap())
+        .await;
     assert_eq!(status.body["status"], "Running");
     let got = arm.get(&arm.vm_path(&vm)).await;
     assert_eq!(got.body["properties"]["provisioningState"], "Creating");
@@ -186,8 +233,12 @@ async fn a_vm_stuck_in_creating() {
     // It can still be deleted.
     let delete = arm.delete(&arm.vm_path(&vm)).await;
     assert_eq!(delete.status, StatusCode::ACCEPTED);
-    arm.wait_async(&delete.header("azure-asyncoperation").unwrap()).await;
-    assert_eq!(arm.get(&arm.vm_path(&vm)).await.status, StatusCode::NOT_FOUND);
+    arm.wait_async(&delete.header("azure-asyncoperation").unwrap())
+        .await;
+    assert_eq!(
+        arm.get(&arm.vm_path(&vm)).await.status,
+        StatusCode::NOT_FOUND
+    );
     sim.shutdown().await;
 }
 
@@ -196,13 +247,27 @@ async fn a_node_that_never_becomes_ready() {
     let s = suffix();
     let vm = format!("k8s-linuxpool-{s}-3");
     let sim = start("linux-3-masters.json", |o| {
-        o.faults = faults(&format!(r#"{{"faults":[{{"kind":"nodeNeverReady","node":"{vm}"}}]}}"#))
+        o.faults = faults(&format!(
+            r#"{{"faults":[{{"kind":"nodeNeverReady","node":"{vm}"}}]}}"#
+        ))
     })
     .await;
     let arm = Arm::login(&sim).await;
-    let node = NodeVm::agent(&arm, &vm, &format!("k8s-linuxpool-{s}-nic-3"), "linuxpool", "1.34.4");
-    assert_eq!(arm.deploy("never-ready", node.template()).await["status"], "Succeeded");
-    eventually("the node registers", || boot_of(&sim, &vm) == Some(Boot::Registered)).await;
+    let node = NodeVm::agent(
+        &arm,
+        &vm,
+        &format!("k8s-linuxpool-{s}-nic-3"),
+        "linuxpool",
+        "1.34.4",
+    );
+    assert_eq!(
+        arm.deploy("never-ready", node.template()).await["status"],
+        "Succeeded"
+    );
+    eventually("the node registers", || {
+        boot_of(&sim, &vm) == Some(Boot::Registered)
+    })
+    .await;
     // Boot (120 s) + Ready (20 s) are 0.14 s real: wait well past them.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(boot_of(&sim, &vm), Some(Boot::Registered));
@@ -212,7 +277,8 @@ async fn a_node_that_never_becomes_ready() {
 #[tokio::test]
 async fn blocked_evictions_reach_the_kubernetes_side() {
     let sim = start("linux-3-masters.json", |o| {
-        o.faults = faults(r#"[{"kind":"evictionBlocked","namespace":"default","podPrefix":"payments-"}]"#)
+        o.faults =
+            faults(r#"[{"kind":"evictionBlocked","namespace":"default","podPrefix":"payments-"}]"#)
     })
     .await;
     let arm = Arm::login(&sim).await;
@@ -223,7 +289,10 @@ async fn blocked_evictions_reach_the_kubernetes_side() {
         // The Kubernetes side refuses the eviction of a matching pod with 429 forever.
         let client = https_client(&sim.endpoints.ca_pem);
         let pods: serde_json::Value = client
-            .get(format!("{}/api/v1/namespaces/default/pods", sim.endpoints.kube_url))
+            .get(format!(
+                "{}/api/v1/namespaces/default/pods",
+                sim.endpoints.kube_url
+            ))
             .bearer_auth(&sim.endpoints.kube_token)
             .send()
             .await
@@ -232,7 +301,11 @@ async fn blocked_evictions_reach_the_kubernetes_side() {
             .await
             .unwrap();
         if let Some(pod) = pods["items"].as_array().and_then(|items| {
-            items.iter().find(|p| p["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("payments-")))
+            items.iter().find(|p| {
+                p["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("payments-"))
+            })
         }) {
             let name = pod["metadata"]["name"].as_str().unwrap();
             let answer = client
@@ -250,14 +323,20 @@ async fn blocked_evictions_reach_the_kubernetes_side() {
 
 #[tokio::test]
 async fn the_kubernetes_api_is_unreachable_while_the_only_master_is_replaced() {
-    let sim = start("old-1.31-ubuntu-2004.json", |o| o.faults = faults(r#"[{"kind":"kubeUnreachableWithoutMaster"}]"#)).await;
+    let sim = start("old-1.31-ubuntu-2004.json", |o| {
+        o.faults = faults(r#"[{"kind":"kubeUnreachableWithoutMaster"}]"#)
+    })
+    .await;
     let arm = Arm::login(&sim).await;
     let s = aksup::sim::seed::name_suffix("simold");
     let vm = format!("k8s-master-{s}-0");
     assert!(!sim.world().lock().kube_unreachable);
     let answer = arm.delete(&arm.vm_path(&vm)).await;
     assert_eq!(answer.status, StatusCode::ACCEPTED);
-    assert!(sim.world().lock().kube_unreachable, "unreachable from the moment the master goes down");
+    assert!(
+        sim.world().lock().kube_unreachable,
+        "unreachable from the moment the master goes down"
+    );
     let state = arm.get("/_sim/state").await;
     assert_eq!(state.body["arm"]["kubeUnreachable"], true);
     if real_kube(&sim).await {
@@ -267,9 +346,14 @@ async fn the_kubernetes_api_is_unreachable_while_the_only_master_is_replaced() {
             .bearer_auth(&sim.endpoints.kube_token)
             .send()
             .await;
-        assert!(answer.map(|a| a.status() == StatusCode::SERVICE_UNAVAILABLE).unwrap_or(true));
+        assert!(
+            answer
+                .map(|a| a.status() == StatusCode::SERVICE_UNAVAILABLE)
+                .unwrap_or(true)
+        );
     }
-    arm.wait_async(&answer.header("azure-asyncoperation").unwrap()).await;
+    arm.wait_async(&answer.header("azure-asyncoperation").unwrap())
+        .await;
     for path in [
         arm.rg(&format!("providers/Microsoft.Network/networkInterfaces/k8s-master-{s}-nic-0?api-version={NETWORK}")),
         arm.rg(&format!("providers/Microsoft.Compute/disks/{}?api-version={DISKS}", aksup::sim::seed::os_disk_name(&vm))),
@@ -278,13 +362,25 @@ async fn the_kubernetes_api_is_unreachable_while_the_only_master_is_replaced() {
         arm.wait_async(&answer.header("azure-asyncoperation").unwrap()).await;
     }
     // The replacement (1.31.13 is carried by the ubuntu-2004 image).
-    let mut master = NodeVm::agent(&arm, &vm, &format!("k8s-master-{s}-nic-0"), "master", "1.31.13");
+    let mut master = NodeVm::agent(
+        &arm,
+        &vm,
+        &format!("k8s-master-{s}-nic-0"),
+        "master",
+        "1.31.13",
+    );
     master.static_ip = Some("10.100.0.10");
     master.image = json!({"publisher": "microsoft-aks", "offer": "aks", "sku": "aks-engine-azurestack-ubuntu-2004", "version": "2024.311.1"});
     master.node_block = Some(json!({"kubeletVersion": "v1.31.13", "role": "master"}));
     master.data_disks = json!([{"lun": 0, "createOption": "Attach", "managedDisk": {"id": arm.rg(&format!("providers/Microsoft.Compute/disks/k8s-master-{s}-0-etcddisk"))}}]);
-    assert_eq!(arm.deploy("master-0", master.template()).await["status"], "Succeeded");
-    assert!(sim.world().lock().kube_unreachable, "still down until the new master is Ready");
+    assert_eq!(
+        arm.deploy("master-0", master.template()).await["status"],
+        "Succeeded"
+    );
+    assert!(
+        sim.world().lock().kube_unreachable,
+        "still down until the new master is Ready"
+    );
     eventually("the API is back", || !sim.world().lock().kube_unreachable).await;
     assert_eq!(boot_of(&sim, &vm), Some(Boot::Ready));
     sim.shutdown().await;
@@ -292,7 +388,10 @@ async fn the_kubernetes_api_is_unreachable_while_the_only_master_is_replaced() {
 
 #[tokio::test]
 async fn slow_long_running_operations() {
-    let sim = start("linux-3-masters.json", |o| o.faults = faults(r#"[{"kind":"slowOperations","factor":20,"operation":"vmDelete"}]"#)).await;
+    let sim = start("linux-3-masters.json", |o| {
+        o.faults = faults(r#"[{"kind":"slowOperations","factor":20,"operation":"vmDelete"}]"#)
+    })
+    .await;
     let arm = Arm::login(&sim).await;
     let vm = format!("k8s-linuxpool-{}-1", suffix());
     let answer = arm.delete(&arm.vm_path(&vm)).await;
@@ -310,24 +409,44 @@ async fn faults_are_managed_over_http() {
     let arm = Arm::login(&sim).await;
     let path = arm.vm_path(&format!("k8s-master-{}-0", suffix()));
     let added = arm
-        .call(reqwest::Method::POST, "/_sim/faults", Some(&json!({"kind": "transient", "status": 503, "pathContains": "virtualMachines"})))
+        .call(
+            reqwest::Method::POST,
+            "/_sim/faults",
+            Some(&json!({"kind": "transient", "status": 503, "pathContains": "virtualMachines"})),
+        )
         .await;
     assert_eq!(added.status, StatusCode::CREATED);
     let id = added.body["ids"][0].as_u64().unwrap();
     assert_eq!(arm.get(&path).await.status, StatusCode::SERVICE_UNAVAILABLE);
     let listed = arm.get("/_sim/faults").await;
     assert_eq!(listed.body["faults"][0]["fired"], 1);
-    assert_eq!(arm.delete(&format!("/_sim/faults/{id}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        arm.delete(&format!("/_sim/faults/{id}")).await.status,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(arm.get(&path).await.status, StatusCode::OK);
 
-    let invalid = arm.call(reqwest::Method::POST, "/_sim/faults", Some(&json!({"kind": "throttle"}))).await;
+    let invalid = arm
+        .call(
+            reqwest::Method::POST,
+            "/_sim/faults",
+            Some(&json!({"kind": "throttle"})),
+        )
+        .await;
     assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
     let text = std::fs::read_to_string(testdata("faults-example.json")).unwrap();
     let replaced = arm
-        .call(reqwest::Method::PUT, "/_sim/faults", Some(&serde_json::from_str(&text).unwrap()))
+        .call(
+            reqwest::Method::PUT,
+            "/_sim/faults",
+            Some(&serde_json::from_str(&text).unwrap()),
+        )
         .await;
     assert_eq!(replaced.body["ids"].as_array().unwrap().len(), 9);
-    assert_eq!(arm.delete("/_sim/faults").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        arm.delete("/_sim/faults").await.status,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(arm.get("/_sim/faults").await.body["faults"], json!([]));
     sim.shutdown().await;
 }

@@ -29,7 +29,11 @@ fn sdk_available() -> bool {
 async fn the_azure_sdk_for_python_reads_and_deletes_vms() {
     let required = std::env::var("AKSUP_PYTHON_SDK").is_ok_and(|v| v == "1");
     if !sdk_available() {
-        assert!(!required, "AKSUP_PYTHON_SDK=1 but `{} -c 'import azure.mgmt.compute, azure.identity'` fails", python());
+        assert!(
+            !required,
+            "AKSUP_PYTHON_SDK=1 but `{} -c 'import azure.mgmt.compute, azure.identity'` fails",
+            python()
+        );
         eprintln!(
             "SKIPPED the Azure SDK judge: azure-mgmt-compute / azure-identity do not import in {} (pip install -r tests/python/requirements.txt, or set AKSUP_PYTHON)",
             python()
@@ -57,18 +61,39 @@ async fn the_azure_sdk_for_python_reads_and_deletes_vms() {
         .expect("python runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the SDK judge failed:\n{stderr}");
-    let result: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let result: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON object");
     let suffix = aksup::sim::seed::name_suffix("simlinux");
-    assert_eq!(result["names"].as_array().unwrap().len(), 8, "all pages were followed: {result}");
+    assert_eq!(
+        result["names"].as_array().unwrap().len(),
+        8,
+        "all pages were followed: {result}"
+    );
     assert_eq!(result["names"][0], format!("k8s-batch-{suffix}-0"));
     assert_eq!(result["tags"]["orchestrator"], "Kubernetes:1.33.10");
     assert_eq!(result["statuses"][0], "ProvisioningState/succeeded");
     assert_eq!(result["statuses"][1], "PowerState/running");
     assert_eq!(result["image"], "2026.139.1");
-    assert_eq!(result["remaining"].as_array().unwrap().len(), 7, "the SDK's poller saw the delete through");
+    assert_eq!(
+        result["remaining"].as_array().unwrap().len(),
+        7,
+        "the SDK's poller saw the delete through"
+    );
     // The SDK really went through the endpoints it should have.
     let counts = sim.world().requests().counts();
-    assert!(counts.get("POST /{tenant}/oauth2/v2.0/token").copied().unwrap_or(0) >= 1, "{counts:?}");
-    assert!(counts.keys().any(|k| k.contains("/locations/{location}/operations/{operationId}")), "{counts:?}");
+    assert!(
+        counts
+            .get("POST /{tenant}/oauth2/v2.0/token")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "{counts:?}"
+    );
+    assert!(
+        counts
+            .keys()
+            .any(|k| k.contains("/locations/{location}/operations/{operationId}")),
+        "{counts:?}"
+    );
     sim.shutdown().await;
 }

@@ -73,26 +73,37 @@ pub async fn run(args: SimulatorArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let model = ApiModel::load(&args.api_model).with_context(|| format!("cannot load {}", args.api_model.display()))?;
+    let model = ApiModel::load(&args.api_model)
+        .with_context(|| format!("cannot load {}", args.api_model.display()))?;
     let mut options = SimOptions::new(model);
     options.arm_listen = args.listen;
-    options.kube_listen = args.kube_listen.unwrap_or_else(|| SocketAddr::new(args.listen.ip(), 0));
+    options.kube_listen = args
+        .kube_listen
+        .unwrap_or_else(|| SocketAddr::new(args.listen.ip(), 0));
     options.state_dir = Some(args.state_dir.clone());
     options.time_scale = args.time_scale;
     options.profile = Profile::parse(&args.profile).unwrap_or_default();
     options.page_size = args.page_size;
     options.resource_group = args.resource_group.clone();
     if let Some(path) = &args.scenario {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the scenario {}", path.display()))?;
-        options.scenario = Some(Scenario::from_json(&text).with_context(|| format!("invalid scenario {}", path.display()))?);
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the scenario {}", path.display()))?;
+        options.scenario = Some(
+            Scenario::from_json(&text)
+                .with_context(|| format!("invalid scenario {}", path.display()))?,
+        );
     }
     if let Some(path) = &args.faults {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the fault file {}", path.display()))?;
-        options.faults = FaultSpec::parse_list(&text).with_context(|| format!("invalid fault file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the fault file {}", path.display()))?;
+        options.faults = FaultSpec::parse_list(&text)
+            .with_context(|| format!("invalid fault file {}", path.display()))?;
     }
     // Handlers first, so a client that reads the summary can stop us at once.
     let interrupted = interrupt_signal()?;
-    let simulator = Simulator::start(options).await.context("cannot start the simulator")?;
+    let simulator = Simulator::start(options)
+        .await
+        .context("cannot start the simulator")?;
     let summary = match args.output {
         OutputFormat::Json => serde_json::to_string(&simulator.endpoints)? + "\n",
         OutputFormat::Human => human(&simulator.endpoints, args.time_scale),
@@ -129,7 +140,9 @@ fn interrupt_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 fn path_text(path: &Option<PathBuf>) -> String {
-    path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".to_owned())
+    path.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 fn human(e: &Endpoints, scale: f64) -> String {

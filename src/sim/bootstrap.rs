@@ -96,7 +96,9 @@ pub fn from_cloud_init(text: &str) -> Result<Option<NodeBootstrap>, Error> {
         .find(|&index| lines[index].trim_start().starts_with("- "))
         .unwrap_or(path_line);
     let item_end = (path_line + 1..lines.len())
-        .find(|&index| lines[index].trim_start().starts_with("- ") || !lines[index].starts_with(' '))
+        .find(|&index| {
+            lines[index].trim_start().starts_with("- ") || !lines[index].starts_with(' ')
+        })
         .unwrap_or(lines.len());
     let mut content = None;
     let mut encoding = None;
@@ -111,13 +113,16 @@ pub fn from_cloud_init(text: &str) -> Result<Option<NodeBootstrap>, Error> {
     let content = content.ok_or_else(|| Error::Content("the entry has no content".into()))?;
     let json = match encoding.as_deref() {
         Some("b64" | "base64") => {
-            let bytes = super::util::b64_decode(unquote(&content)).ok_or_else(|| Error::Content("content is not base64".into()))?;
+            let bytes = super::util::b64_decode(unquote(&content))
+                .ok_or_else(|| Error::Content("content is not base64".into()))?;
             String::from_utf8(bytes).map_err(|_| Error::Content("content is not UTF-8".into()))?
         }
         None | Some("text/plain") => unquote(&content).to_owned(),
         Some(other) => return Err(Error::Content(format!("encoding {other} is not supported"))),
     };
-    serde_json::from_str(&json).map(Some).map_err(|e| Error::Json(e.to_string()))
+    serde_json::from_str(&json)
+        .map(Some)
+        .map_err(|e| Error::Json(e.to_string()))
 }
 
 fn unquote(value: &str) -> &str {
@@ -146,7 +151,9 @@ mod tests {
 
     #[test]
     fn reads_a_base64_entry() {
-        let data = cloud_init_custom_data(&serde_json::json!({"kubeletVersion": "v1.34.4", "nodeName": "n1"}));
+        let data = cloud_init_custom_data(
+            &serde_json::json!({"kubeletVersion": "v1.34.4", "nodeName": "n1"}),
+        );
         let text = String::from_utf8(super::super::util::b64_decode(&data).unwrap()).unwrap();
         let block = from_cloud_init(&text).unwrap().unwrap();
         assert_eq!(block.kubelet_version, "v1.34.4");
@@ -173,9 +180,14 @@ runcmd:
 
     #[test]
     fn a_document_without_the_entry_has_none() {
-        assert_eq!(from_cloud_init("#cloud-config\nruncmd:\n- true\n").unwrap(), None);
+        assert_eq!(
+            from_cloud_init("#cloud-config\nruncmd:\n- true\n").unwrap(),
+            None
+        );
         assert!(matches!(
-            from_cloud_init("write_files:\n- path: /etc/kubernetes/aksup-node.json\n  content: '{'\n"),
+            from_cloud_init(
+                "write_files:\n- path: /etc/kubernetes/aksup-node.json\n  content: '{'\n"
+            ),
             Err(Error::Json(_))
         ));
     }

@@ -10,7 +10,11 @@ use serde::{Deserialize, Serialize};
 
 /// One fault rule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum Fault {
     /// ARM answers 429 with `Retry-After`: every `everyNth` matching request, or
     /// once more than `budget` matching requests arrived in a window of
@@ -56,7 +60,10 @@ pub enum Fault {
     NodeNeverReady { node: String },
     /// Evictions of pods in `namespace` whose name starts with `podPrefix` are
     /// refused forever (passed to the Kubernetes side at start).
-    EvictionBlocked { namespace: String, pod_prefix: String },
+    EvictionBlocked {
+        namespace: String,
+        pod_prefix: String,
+    },
     /// The Kubernetes API is unreachable whenever no master VM is running with a
     /// Ready node — what a single-master cluster does while its master is replaced.
     KubeUnreachableWithoutMaster {},
@@ -83,7 +90,9 @@ pub struct RequestMatcher {
 
 impl RequestMatcher {
     pub fn matches(&self, method: &str, path: &str) -> bool {
-        self.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+        self.method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method))
             && self
                 .path_contains
                 .as_deref()
@@ -141,7 +150,9 @@ impl FaultSpec {
     pub fn parse_list(text: &str) -> Result<Vec<FaultSpec>, Error> {
         let value: serde_json::Value = serde_json::from_str(text)?;
         let list = match value {
-            serde_json::Value::Object(mut map) if map.contains_key("faults") => map.remove("faults").unwrap_or_default(),
+            serde_json::Value::Object(mut map) if map.contains_key("faults") => {
+                map.remove("faults").unwrap_or_default()
+            }
             serde_json::Value::Array(_) => value,
             other => serde_json::Value::Array(vec![other]),
         };
@@ -154,17 +165,25 @@ impl FaultSpec {
 
     pub fn check(&self) -> Result<(), Error> {
         match &self.fault {
-            Fault::Throttle { every_nth, budget, .. } => {
+            Fault::Throttle {
+                every_nth, budget, ..
+            } => {
                 if every_nth.is_none() == budget.is_none() {
-                    return Err(Error::Invalid("a throttle fault has exactly one of everyNth and budget".into()));
+                    return Err(Error::Invalid(
+                        "a throttle fault has exactly one of everyNth and budget".into(),
+                    ));
                 }
                 if *every_nth == Some(0) {
                     return Err(Error::Invalid("everyNth must be at least 1".into()));
                 }
             }
-            Fault::Transient { status, every_nth, .. } => {
+            Fault::Transient {
+                status, every_nth, ..
+            } => {
                 if !(500..600).contains(status) {
-                    return Err(Error::Invalid(format!("a transient fault answers 5xx, not {status}")));
+                    return Err(Error::Invalid(format!(
+                        "a transient fault answers 5xx, not {status}"
+                    )));
                 }
                 if *every_nth == Some(0) {
                     return Err(Error::Invalid("everyNth must be at least 1".into()));
@@ -172,10 +191,20 @@ impl FaultSpec {
             }
             Fault::SlowOperations { factor, operation } => {
                 if !factor.is_finite() || *factor <= 0.0 {
-                    return Err(Error::Invalid("slowOperations.factor must be a positive number".into()));
+                    return Err(Error::Invalid(
+                        "slowOperations.factor must be a positive number".into(),
+                    ));
                 }
                 if let Some(op) = operation
-                    && !["vmCreate", "vmDelete", "nicDelete", "diskDelete", "deployment", "boot"].contains(&op.as_str())
+                    && ![
+                        "vmCreate",
+                        "vmDelete",
+                        "nicDelete",
+                        "diskDelete",
+                        "deployment",
+                        "boot",
+                    ]
+                    .contains(&op.as_str())
                 {
                     return Err(Error::Invalid(format!("unknown operation {op}")));
                 }
@@ -241,7 +270,13 @@ impl Faults {
 
     /// Decides whether an ARM request fails (first firing fault wins).
     /// `now` is the virtual time elapsed; `scale` the clock's.
-    pub fn on_request(&mut self, method: &str, path: &str, now: Duration, scale: f64) -> Option<RequestFault> {
+    pub fn on_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        now: Duration,
+        scale: f64,
+    ) -> Option<RequestFault> {
         for entry in &mut self.entries {
             if entry.times == Some(0) {
                 continue;
@@ -269,14 +304,20 @@ impl Faults {
                         (count > budget.unwrap_or(0)).then(|| {
                             let rest = (start + window).saturating_sub(now).div_f64(scale);
                             RequestFault::Throttle {
-                                retry_after: retry_after_seconds.unwrap_or_else(|| rest.as_secs_f64().ceil().max(1.0) as u64),
+                                retry_after: retry_after_seconds
+                                    .unwrap_or_else(|| rest.as_secs_f64().ceil().max(1.0) as u64),
                             }
                         })
                     }
                 }
-                Fault::Transient { status, every_nth, matcher } if matcher.matches(method, path) => {
+                Fault::Transient {
+                    status,
+                    every_nth,
+                    matcher,
+                } if matcher.matches(method, path) => {
                     entry.seen += 1;
-                    (entry.seen % every_nth.unwrap_or(1) == 0).then_some(RequestFault::Transient { status: *status })
+                    (entry.seen % every_nth.unwrap_or(1) == 0)
+                        .then_some(RequestFault::Transient { status: *status })
                 }
                 _ => None,
             };
@@ -308,7 +349,10 @@ impl Faults {
     }
 
     /// The failure a deployment of this name must end with, if any (nested code and message).
-    pub fn deployment_failure(&mut self, deployment: &str) -> Option<(Option<String>, Option<String>)> {
+    pub fn deployment_failure(
+        &mut self,
+        deployment: &str,
+    ) -> Option<(Option<String>, Option<String>)> {
         match self.fire(|f| matches!(f, Fault::DeploymentFails { deployment: d, .. } if name_matches(d, deployment)))? {
             Fault::DeploymentFails { code, message, .. } => Some((code, message)),
             _ => None,
@@ -316,7 +360,8 @@ impl Faults {
     }
 
     pub fn vm_stuck_creating(&mut self, vm: &str) -> bool {
-        self.fire(|f| matches!(f, Fault::VmStuckCreating { vm: v } if name_matches(v, vm))).is_some()
+        self.fire(|f| matches!(f, Fault::VmStuckCreating { vm: v } if name_matches(v, vm)))
+            .is_some()
     }
 
     pub fn node_never_ready(&mut self, node: &str, vm: &str) -> bool {
@@ -325,9 +370,9 @@ impl Faults {
     }
 
     pub fn kube_unreachable_without_master(&self) -> bool {
-        self.entries
-            .iter()
-            .any(|e| matches!(e.fault, Fault::KubeUnreachableWithoutMaster {}) && e.times != Some(0))
+        self.entries.iter().any(|e| {
+            matches!(e.fault, Fault::KubeUnreachableWithoutMaster {}) && e.times != Some(0)
+        })
     }
 
     /// Evictions to block: (namespace, pod name prefix).
@@ -335,7 +380,10 @@ impl Faults {
         self.entries
             .iter()
             .filter_map(|e| match &e.fault {
-                Fault::EvictionBlocked { namespace, pod_prefix } => Some((namespace.clone(), pod_prefix.clone())),
+                Fault::EvictionBlocked {
+                    namespace,
+                    pod_prefix,
+                } => Some((namespace.clone(), pod_prefix.clone())),
                 _ => None,
             })
             .collect()
@@ -346,8 +394,12 @@ impl Faults {
         self.entries
             .iter()
             .filter_map(|e| match &e.fault {
-                Fault::SlowOperations { factor, operation: only }
-                    if only.as_deref().is_none_or(|o| o.eq_ignore_ascii_case(operation)) =>
+                Fault::SlowOperations {
+                    factor,
+                    operation: only,
+                } if only
+                    .as_deref()
+                    .is_none_or(|o| o.eq_ignore_ascii_case(operation)) =>
                 {
                     Some(*factor)
                 }
@@ -371,9 +423,12 @@ mod tests {
 
     #[test]
     fn every_nth_throttles_matching_requests() {
-        let mut f = faults(r#"[{"kind":"throttle","everyNth":3,"method":"GET","retryAfterSeconds":2}]"#);
+        let mut f =
+            faults(r#"[{"kind":"throttle","everyNth":3,"method":"GET","retryAfterSeconds":2}]"#);
         let now = Duration::ZERO;
-        let results: Vec<_> = (0..6).map(|_| f.on_request("GET", "/x", now, 1.0)).collect();
+        let results: Vec<_> = (0..6)
+            .map(|_| f.on_request("GET", "/x", now, 1.0))
+            .collect();
         assert_eq!(results[2], Some(RequestFault::Throttle { retry_after: 2 }));
         assert_eq!(results.iter().filter(|r| r.is_some()).count(), 2);
         assert_eq!(f.on_request("PUT", "/x", now, 1.0), None);
@@ -382,18 +437,29 @@ mod tests {
     #[test]
     fn a_budget_resets_with_its_window() {
         let mut f = faults(r#"{"faults":[{"kind":"throttle","budget":2,"windowSeconds":60}]}"#);
-        assert!(f.on_request("GET", "/a", Duration::from_secs(0), 10.0).is_none());
-        assert!(f.on_request("GET", "/a", Duration::from_secs(1), 10.0).is_none());
+        assert!(
+            f.on_request("GET", "/a", Duration::from_secs(0), 10.0)
+                .is_none()
+        );
+        assert!(
+            f.on_request("GET", "/a", Duration::from_secs(1), 10.0)
+                .is_none()
+        );
         assert_eq!(
             f.on_request("GET", "/a", Duration::from_secs(10), 10.0),
             Some(RequestFault::Throttle { retry_after: 5 })
         );
-        assert!(f.on_request("GET", "/a", Duration::from_secs(61), 10.0).is_none());
+        assert!(
+            f.on_request("GET", "/a", Duration::from_secs(61), 10.0)
+                .is_none()
+        );
     }
 
     #[test]
     fn times_bounds_a_fault() {
-        let mut f = faults(r#"[{"kind":"transient","status":503,"times":2,"pathContains":"virtualmachines"}]"#);
+        let mut f = faults(
+            r#"[{"kind":"transient","status":503,"times":2,"pathContains":"virtualmachines"}]"#,
+        );
         let path = "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/virtualMachines";
         assert!(f.on_request("GET", path, Duration::ZERO, 1.0).is_some());
         assert!(f.on_request("GET", "/other", Duration::ZERO, 1.0).is_none());

@@ -47,7 +47,9 @@ pub const IMAGES: &[MarketplaceImage] = &[
         sku: UBUNTU_2004_SKU,
         version: UBUNTU_2004_VERSION,
         os_type: "Linux",
-        kubernetes_versions: &["1.28.15", "1.29.10", "1.29.15", "1.30.10", "1.30.14", "1.31.11", "1.31.13"],
+        kubernetes_versions: &[
+            "1.28.15", "1.29.10", "1.29.15", "1.30.10", "1.30.14", "1.31.11", "1.31.13",
+        ],
     },
     MarketplaceImage {
         publisher: AKS_PUBLISHER,
@@ -77,21 +79,36 @@ pub const IMAGES: &[MarketplaceImage] = &[
 
 /// The image `publisher:offer:sku:version` (case-insensitive); `latest` picks the
 /// highest version of the sku.
-pub fn find(publisher: &str, offer: &str, sku: &str, version: &str) -> Option<&'static MarketplaceImage> {
+pub fn find(
+    publisher: &str,
+    offer: &str,
+    sku: &str,
+    version: &str,
+) -> Option<&'static MarketplaceImage> {
     let same = |image: &&MarketplaceImage| {
         image.publisher.eq_ignore_ascii_case(publisher)
             && image.offer.eq_ignore_ascii_case(offer)
             && image.sku.eq_ignore_ascii_case(sku)
     };
     if version.eq_ignore_ascii_case("latest") {
-        IMAGES.iter().filter(same).max_by(|a, b| compare_versions(a.version, b.version))
+        IMAGES
+            .iter()
+            .filter(same)
+            .max_by(|a, b| compare_versions(a.version, b.version))
     } else {
-        IMAGES.iter().filter(same).find(|image| image.version.eq_ignore_ascii_case(version))
+        IMAGES
+            .iter()
+            .filter(same)
+            .find(|image| image.version.eq_ignore_ascii_case(version))
     }
 }
 
 fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
-    let parse = |v: &str| v.split('.').map(|p| p.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>();
+    let parse = |v: &str| {
+        v.split('.')
+            .map(|p| p.parse::<u64>().unwrap_or(0))
+            .collect::<Vec<_>>()
+    };
     parse(a).cmp(&parse(b))
 }
 
@@ -99,9 +116,17 @@ fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
 pub fn linux_image_for_distro(distro: &str) -> &'static MarketplaceImage {
     let sku = match distro {
         "aks-ubuntu-16.04" | "aks-ubuntu-18.04" | "aks-ubuntu-20.04" => UBUNTU_2004_SKU,
-        "ubuntu-18.04" | "ubuntu" => return find("Canonical", "UbuntuServer", "18.04-LTS", "latest").expect("in table"),
+        "ubuntu-18.04" | "ubuntu" => {
+            return find("Canonical", "UbuntuServer", "18.04-LTS", "latest").expect("in table");
+        }
         "ubuntu-20.04" | "ubuntu-22.04" => {
-            return find("Canonical", "0001-com-ubuntu-server-jammy", "22_04-lts-gen2", "latest").expect("in table");
+            return find(
+                "Canonical",
+                "0001-com-ubuntu-server-jammy",
+                "22_04-lts-gen2",
+                "latest",
+            )
+            .expect("in table");
         }
         _ => UBUNTU_2204_SKU,
     };

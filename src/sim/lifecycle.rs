@@ -17,8 +17,8 @@ use super::seed;
 use super::template::{self, Resource, VmSpec};
 use super::util::{iso_duration, new_uuid};
 use super::world::{
-    AsyncOperation, AvailabilitySet, Boot, DataDisk, Deployment, DeploymentOperation, Extension, ImageRef, ManagedDisk,
-    NetworkInterface, OperationKind, OsDisk, State, VirtualMachine, World,
+    AsyncOperation, AvailabilitySet, Boot, DataDisk, Deployment, DeploymentOperation, Extension,
+    ImageRef, ManagedDisk, NetworkInterface, OperationKind, OsDisk, State, VirtualMachine, World,
 };
 
 /// The largest `customData` Azure Stack Hub accepts (base64 characters).
@@ -44,7 +44,12 @@ pub fn new_operation(state: &mut State, kind: OperationKind, resource: &str, now
 
 fn finish_operation(state: &mut State, id: &str, now: &str, error: Option<Value>) {
     if let Some(op) = state.operations.get_mut(id) {
-        op.status = if error.is_some() { "Failed" } else { "Succeeded" }.to_owned();
+        op.status = if error.is_some() {
+            "Failed"
+        } else {
+            "Succeeded"
+        }
+        .to_owned();
         op.end_time = Some(now.to_owned());
         op.error = error;
     }
@@ -57,7 +62,9 @@ pub fn delete_vm(world: &World, name: &str) -> Result<Option<String>, ArmError> 
     let now = world.now();
     let (op, incarnation, node) = {
         let mut state = world.lock();
-        let Some(vm) = state.vm_mut(name) else { return Ok(None) };
+        let Some(vm) = state.vm_mut(name) else {
+            return Ok(None);
+        };
         vm.provisioning_state = "Deleting".to_owned();
         vm.power_state = "stopping".to_owned();
         let incarnation = vm.incarnation;
@@ -79,15 +86,27 @@ pub fn delete_vm(world: &World, name: &str) -> Result<Option<String>, ArmError> 
         let now = world2.now();
         let mut state = world2.lock();
         let key = name.to_ascii_lowercase();
-        if state.virtual_machines.get(&key).is_some_and(|vm| vm.incarnation == incarnation) {
+        if state
+            .virtual_machines
+            .get(&key)
+            .is_some_and(|vm| vm.incarnation == incarnation)
+        {
             let vm = state.virtual_machines.remove(&key).expect("present");
             for disk in state.disks.values_mut() {
-                if disk.managed_by.as_deref().is_some_and(|by| by.eq_ignore_ascii_case(&vm.name)) {
+                if disk
+                    .managed_by
+                    .as_deref()
+                    .is_some_and(|by| by.eq_ignore_ascii_case(&vm.name))
+                {
                     disk.managed_by = None;
                 }
             }
             for nic in state.network_interfaces.values_mut() {
-                if nic.virtual_machine.as_deref().is_some_and(|by| by.eq_ignore_ascii_case(&vm.name)) {
+                if nic
+                    .virtual_machine
+                    .as_deref()
+                    .is_some_and(|by| by.eq_ignore_ascii_case(&vm.name))
+                {
                     nic.virtual_machine = None;
                 }
             }
@@ -103,7 +122,9 @@ pub fn delete_nic(world: &World, name: &str) -> Result<Option<String>, ArmError>
     let (op, incarnation) = {
         let mut state = world.lock();
         let rg_id = state.rg_id();
-        let Some(nic) = state.nic(name).cloned() else { return Ok(None) };
+        let Some(nic) = state.nic(name).cloned() else {
+            return Ok(None);
+        };
         if let Some(vm) = &nic.virtual_machine
             && state.vm(vm).is_some()
         {
@@ -118,7 +139,10 @@ pub fn delete_nic(world: &World, name: &str) -> Result<Option<String>, ArmError>
         if let Some(n) = state.network_interfaces.get_mut(&name.to_ascii_lowercase()) {
             n.provisioning_state = "Deleting".to_owned();
         }
-        (new_operation(&mut state, OperationKind::NicDelete, &nic.name, &now), nic.incarnation)
+        (
+            new_operation(&mut state, OperationKind::NicDelete, &nic.name, &now),
+            nic.incarnation,
+        )
     };
     let world2 = world.clone();
     let key = name.to_ascii_lowercase();
@@ -128,7 +152,11 @@ pub fn delete_nic(world: &World, name: &str) -> Result<Option<String>, ArmError>
         world2.clock().sleep(duration).await;
         let now = world2.now();
         let mut state = world2.lock();
-        if state.network_interfaces.get(&key).is_some_and(|n| n.incarnation == incarnation) {
+        if state
+            .network_interfaces
+            .get(&key)
+            .is_some_and(|n| n.incarnation == incarnation)
+        {
             state.network_interfaces.remove(&key);
         }
         finish_operation(&mut state, &op2, &now, None);
@@ -142,7 +170,9 @@ pub fn delete_disk(world: &World, name: &str) -> Result<Option<String>, ArmError
     let (op, incarnation) = {
         let mut state = world.lock();
         let rg_id = state.rg_id();
-        let Some(disk) = state.disk(name).cloned() else { return Ok(None) };
+        let Some(disk) = state.disk(name).cloned() else {
+            return Ok(None);
+        };
         if let Some(vm) = &disk.managed_by {
             return Err(ArmError::new(
                 StatusCode::CONFLICT,
@@ -156,7 +186,10 @@ pub fn delete_disk(world: &World, name: &str) -> Result<Option<String>, ArmError
         if let Some(d) = state.disks.get_mut(&name.to_ascii_lowercase()) {
             d.provisioning_state = "Deleting".to_owned();
         }
-        (new_operation(&mut state, OperationKind::DiskDelete, &disk.name, &now), disk.incarnation)
+        (
+            new_operation(&mut state, OperationKind::DiskDelete, &disk.name, &now),
+            disk.incarnation,
+        )
     };
     let world2 = world.clone();
     let key = name.to_ascii_lowercase();
@@ -166,7 +199,11 @@ pub fn delete_disk(world: &World, name: &str) -> Result<Option<String>, ArmError
         world2.clock().sleep(duration).await;
         let now = world2.now();
         let mut state = world2.lock();
-        if state.disks.get(&key).is_some_and(|d| d.incarnation == incarnation) {
+        if state
+            .disks
+            .get(&key)
+            .is_some_and(|d| d.incarnation == incarnation)
+        {
             state.disks.remove(&key);
         }
         finish_operation(&mut state, &op2, &now, None);
@@ -177,7 +214,11 @@ pub fn delete_disk(world: &World, name: &str) -> Result<Option<String>, ArmError
 // ---------------------------------------------------------------- deployments
 
 /// Accepts a deployment PUT. Returns (created, operation id).
-pub fn start_deployment(world: &World, name: &str, body: &Value) -> Result<(bool, String), ArmError> {
+pub fn start_deployment(
+    world: &World,
+    name: &str,
+    body: &Value,
+) -> Result<(bool, String), ArmError> {
     if name.len() > 64 {
         return Err(ArmError::bad_request(
             "DeploymentNameLengthLimitExceeded",
@@ -190,11 +231,16 @@ pub fn start_deployment(world: &World, name: &str, body: &Value) -> Result<(bool
     let props = body.get("properties").ok_or_else(|| {
         ArmError::bad_request("InvalidRequestContent", "The request content was invalid and could not be deserialized: 'Required property 'properties' not found in JSON.'")
     })?;
-    let mode = props.get("mode").and_then(Value::as_str).unwrap_or_default();
+    let mode = props
+        .get("mode")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if !mode.eq_ignore_ascii_case("Incremental") {
         return Err(ArmError::bad_request(
             "InvalidDeploymentMode",
-            format!("The deployment mode '{mode}' is not supported by the simulator: use 'Incremental'."),
+            format!(
+                "The deployment mode '{mode}' is not supported by the simulator: use 'Incremental'."
+            ),
         ));
     }
     if props.get("templateLink").is_some() {
@@ -207,18 +253,30 @@ pub fn start_deployment(world: &World, name: &str, body: &Value) -> Result<(bool
         .get("template")
         .filter(|t| t.is_object())
         .cloned()
-        .ok_or_else(|| ArmError::bad_request("InvalidTemplate", "The request has no properties.template object."))?;
+        .ok_or_else(|| {
+            ArmError::bad_request(
+                "InvalidTemplate",
+                "The request has no properties.template object.",
+            )
+        })?;
     let now = world.now();
     let mut state = world.lock();
     let key = name.to_ascii_lowercase();
     if let Some(existing) = state.deployments.get(&key)
         && matches!(existing.provisioning_state.as_str(), "Accepted" | "Running")
     {
-        let id = format!("{}/providers/Microsoft.Resources/deployments/{}", state.rg_id(), existing.name);
+        let id = format!(
+            "{}/providers/Microsoft.Resources/deployments/{}",
+            state.rg_id(),
+            existing.name
+        );
         return Err(ArmError::new(
             StatusCode::CONFLICT,
             "DeploymentActive",
-            format!("Unable to edit or replace deployment '{}': previous deployment from '{}' is still active (resource id '{id}'). Please see https://aka.ms/arm-deploy for usage details.", existing.name, existing.timestamp),
+            format!(
+                "Unable to edit or replace deployment '{}': previous deployment from '{}' is still active (resource id '{id}'). Please see https://aka.ms/arm-deploy for usage details.",
+                existing.name, existing.timestamp
+            ),
         ));
     }
     let created = !state.deployments.contains_key(&key);
@@ -252,16 +310,36 @@ pub fn start_deployment(world: &World, name: &str, body: &Value) -> Result<(bool
     Ok((created, op))
 }
 
-fn with_deployment<'a>(state: &'a mut State, key: &str, incarnation: u64) -> Option<&'a mut Deployment> {
-    state.deployments.get_mut(key).filter(|d| d.incarnation == incarnation)
+fn with_deployment<'a>(
+    state: &'a mut State,
+    key: &str,
+    incarnation: u64,
+) -> Option<&'a mut Deployment> {
+    state
+        .deployments
+        .get_mut(key)
+        .filter(|d| d.incarnation == incarnation)
 }
 
 /// Ends a deployment: its state, duration, error and operation status.
-fn finish_deployment(world: &World, state: &mut State, key: &str, incarnation: u64, error: Option<Value>) {
+fn finish_deployment(
+    world: &World,
+    state: &mut State,
+    key: &str,
+    incarnation: u64,
+    error: Option<Value>,
+) {
     let now = world.now();
     let elapsed = world.clock().elapsed();
-    let Some(deployment) = with_deployment(state, key, incarnation) else { return };
-    deployment.provisioning_state = if error.is_some() { "Failed" } else { "Succeeded" }.to_owned();
+    let Some(deployment) = with_deployment(state, key, incarnation) else {
+        return;
+    };
+    deployment.provisioning_state = if error.is_some() {
+        "Failed"
+    } else {
+        "Succeeded"
+    }
+    .to_owned();
     deployment.duration = iso_duration(elapsed.saturating_sub(deployment.started));
     deployment.error = error.clone();
     deployment.timestamp = now.clone();
@@ -269,10 +347,20 @@ fn finish_deployment(world: &World, state: &mut State, key: &str, incarnation: u
     finish_operation(state, &op, &now, error);
 }
 
-fn operation_record(state: &State, resource: &Resource, now: &str, succeeded: Option<bool>, status: &str, message: Value) -> DeploymentOperation {
+fn operation_record(
+    state: &State,
+    resource: &Resource,
+    now: &str,
+    succeeded: Option<bool>,
+    status: &str,
+    message: Value,
+) -> DeploymentOperation {
     let (kind, name) = resource.type_and_name();
     DeploymentOperation {
-        operation_id: super::util::hex(&super::util::sha256(format!("{kind}/{name}/{}", new_uuid()).as_bytes())[..8]).to_ascii_uppercase(),
+        operation_id: super::util::hex(
+            &super::util::sha256(format!("{kind}/{name}/{}", new_uuid()).as_bytes())[..8],
+        )
+        .to_ascii_uppercase(),
         provisioning_operation: "Create".to_owned(),
         provisioning_state: match succeeded {
             Some(true) => "Succeeded",
@@ -297,7 +385,9 @@ async fn run_deployment(world: World, key: String, incarnation: u64) {
     // Read and check the template; on any problem nothing is created.
     let plan = {
         let mut state = world.lock();
-        let Some(deployment) = with_deployment(&mut state, &key, incarnation) else { return };
+        let Some(deployment) = with_deployment(&mut state, &key, incarnation) else {
+            return;
+        };
         deployment.provisioning_state = "Running".to_owned();
         let template = deployment.template.clone();
         match template::read(&template) {
@@ -309,12 +399,25 @@ async fn run_deployment(world: World, key: String, incarnation: u64) {
                     for (resource, error) in failures {
                         let inner = json!({"error": error.body()});
                         details.push(nested_detail(status_name(error.status), &inner));
-                        operations.push(operation_record(&state, &resource, &now, Some(false), status_name(error.status), inner));
+                        operations.push(operation_record(
+                            &state,
+                            &resource,
+                            &now,
+                            Some(false),
+                            status_name(error.status),
+                            inner,
+                        ));
                     }
                     if let Some(d) = with_deployment(&mut state, &key, incarnation) {
                         d.operations = operations;
                     }
-                    finish_deployment(&world, &mut state, &key, incarnation, Some(deployment_failed(details)));
+                    finish_deployment(
+                        &world,
+                        &mut state,
+                        &key,
+                        incarnation,
+                        Some(deployment_failed(details)),
+                    );
                     None
                 }
             },
@@ -323,7 +426,13 @@ async fn run_deployment(world: World, key: String, incarnation: u64) {
                     .into_iter()
                     .map(|p| json!({"code": "InvalidTemplate", "target": p.target, "message": p.message}))
                     .collect();
-                finish_deployment(&world, &mut state, &key, incarnation, Some(deployment_failed(details)));
+                finish_deployment(
+                    &world,
+                    &mut state,
+                    &key,
+                    incarnation,
+                    Some(deployment_failed(details)),
+                );
                 None
             }
         }
@@ -349,7 +458,11 @@ async fn run_deployment(world: World, key: String, incarnation: u64) {
                 &now,
                 done.then_some(true),
                 if done { "Created" } else { "Accepted" },
-                if done { json!({"status": "Succeeded"}) } else { Value::Null },
+                if done {
+                    json!({"status": "Succeeded"})
+                } else {
+                    Value::Null
+                },
             ));
         }
         if let Some(d) = with_deployment(&mut state, &key, incarnation) {
@@ -383,7 +496,12 @@ async fn run_deployment(world: World, key: String, incarnation: u64) {
                 continue;
             }
             let failed = failure.is_some();
-            let Some(vm) = state.vm_mut(vm_name).filter(|vm| vm.incarnation == *vm_incarnation) else { continue };
+            let Some(vm) = state
+                .vm_mut(vm_name)
+                .filter(|vm| vm.incarnation == *vm_incarnation)
+            else {
+                continue;
+            };
             if vm.provisioning_state != "Creating" {
                 continue;
             }
@@ -391,7 +509,8 @@ async fn run_deployment(world: World, key: String, incarnation: u64) {
             vm.power_state = "running".to_owned();
             for extension in &mut vm.extensions {
                 if extension.provisioning_state == "Creating" {
-                    extension.provisioning_state = if failed { "Failed" } else { "Succeeded" }.to_owned();
+                    extension.provisioning_state =
+                        if failed { "Failed" } else { "Succeeded" }.to_owned();
                 }
             }
             if failed {
@@ -407,9 +526,18 @@ async fn run_deployment(world: World, key: String, incarnation: u64) {
                 if op.provisioning_state != "Running" {
                     continue;
                 }
-                let vm_of_op = op.resource_name.split('/').next().unwrap_or_default().to_owned();
+                let vm_of_op = op
+                    .resource_name
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 let vm_failed = failed_vms.iter().any(|v| v.eq_ignore_ascii_case(&vm_of_op));
-                let vm_stuck = stuck && !vm_failed && !to_boot.iter().any(|(v, _)| v.eq_ignore_ascii_case(&vm_of_op));
+                let vm_stuck = stuck
+                    && !vm_failed
+                    && !to_boot
+                        .iter()
+                        .any(|(v, _)| v.eq_ignore_ascii_case(&vm_of_op));
                 if vm_stuck {
                     continue;
                 }
@@ -429,7 +557,10 @@ async fn run_deployment(world: World, key: String, incarnation: u64) {
         if !stuck {
             let error = (!failed_vms.is_empty() || failure.is_some()).then(|| {
                 let vm = failed_vms.first().cloned().unwrap_or_default();
-                deployment_failed(vec![nested_detail("Conflict", &failure_status(&failure, &vm))])
+                deployment_failed(vec![nested_detail(
+                    "Conflict",
+                    &failure_status(&failure, &vm),
+                )])
             });
             finish_deployment(&world, &mut state, &key, incarnation, error);
         }
@@ -480,15 +611,23 @@ fn check(state: &State, resources: &[Resource]) -> Result<(), Vec<(Resource, Arm
             Resource::Vm(vm) => check_vm(state, vm, &declared, &rg),
             Resource::Extension { vm, .. } => {
                 if state.vm(vm).is_none() && !declared("Microsoft.Compute/virtualMachines", vm) {
-                    Err(ArmError::not_found("Microsoft.Compute/virtualMachines", vm, &rg))
+                    Err(ArmError::not_found(
+                        "Microsoft.Compute/virtualMachines",
+                        vm,
+                        &rg,
+                    ))
                 } else {
                     Ok(())
                 }
             }
-            Resource::Nic { name, private_ip, .. } => match private_ip {
+            Resource::Nic {
+                name, private_ip, ..
+            } => match private_ip {
                 Some(ip) if ip.parse::<Ipv4Addr>().is_err() => Err(ArmError::bad_request(
                     "InvalidRequestFormat",
-                    format!("Cannot parse the request: privateIPAddress '{ip}' of {name} is not an IPv4 address."),
+                    format!(
+                        "Cannot parse the request: privateIPAddress '{ip}' of {name} is not an IPv4 address."
+                    ),
                 )),
                 Some(ip) => match state
                     .network_interfaces
@@ -497,7 +636,11 @@ fn check(state: &State, resources: &[Resource]) -> Result<(), Vec<(Resource, Arm
                 {
                     Some(other) => Err(ArmError::bad_request(
                         "PrivateIPAddressInUse",
-                        format!("IP configuration {} is using the private IP address {ip} which is already allocated to resource {}.", name, state.resource_id("Microsoft.Network/networkInterfaces", &other.name)),
+                        format!(
+                            "IP configuration {} is using the private IP address {ip} which is already allocated to resource {}.",
+                            name,
+                            state.resource_id("Microsoft.Network/networkInterfaces", &other.name)
+                        ),
                     )),
                     None => Ok(()),
                 },
@@ -513,10 +656,19 @@ fn check(state: &State, resources: &[Resource]) -> Result<(), Vec<(Resource, Arm
             failures.push((resource.clone(), error));
         }
     }
-    if failures.is_empty() { Ok(()) } else { Err(failures) }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
 }
 
-fn check_vm(state: &State, vm: &VmSpec, declared: &dyn Fn(&str, &str) -> bool, rg: &str) -> Result<(), ArmError> {
+fn check_vm(
+    state: &State,
+    vm: &VmSpec,
+    declared: &dyn Fn(&str, &str) -> bool,
+    rg: &str,
+) -> Result<(), ArmError> {
     let vm_id = state.resource_id("Microsoft.Compute/virtualMachines", &vm.name);
     if let Some(data) = &vm.custom_data
         && data.len() > MAX_CUSTOM_DATA
@@ -535,7 +687,10 @@ fn check_vm(state: &State, vm: &VmSpec, declared: &dyn Fn(&str, &str) -> bool, r
             return Err(ArmError::new(
                 StatusCode::CONFLICT,
                 "OperationNotAllowed",
-                format!("Operation 'PUT' is not allowed on VM '{}' since the VM is marked for deletion. You can only retry the Delete operation (or wait for an ongoing one to complete).", existing.name),
+                format!(
+                    "Operation 'PUT' is not allowed on VM '{}' since the VM is marked for deletion. You can only retry the Delete operation (or wait for an ongoing one to complete).",
+                    existing.name
+                ),
             ));
         }
         if let Some(image) = &vm.image
@@ -550,7 +705,12 @@ fn check_vm(state: &State, vm: &VmSpec, declared: &dyn Fn(&str, &str) -> bool, r
         }
         return Ok(());
     }
-    if let Some(ImageRef::Marketplace { publisher, offer, sku, version }) = &vm.image
+    if let Some(ImageRef::Marketplace {
+        publisher,
+        offer,
+        sku,
+        version,
+    }) = &vm.image
         && images::find(publisher, offer, sku, version).is_none()
     {
         return Err(ArmError::new(
@@ -561,15 +721,27 @@ fn check_vm(state: &State, vm: &VmSpec, declared: &dyn Fn(&str, &str) -> bool, r
         .with_target("imageReference"));
     }
     if let Some(set) = &vm.availability_set
-        && !state.availability_sets.contains_key(&set.to_ascii_lowercase())
+        && !state
+            .availability_sets
+            .contains_key(&set.to_ascii_lowercase())
         && !declared("Microsoft.Compute/availabilitySets", set)
     {
-        return Err(invalid_reference(state, "Microsoft.Compute/availabilitySets", set, &vm_id));
+        return Err(invalid_reference(
+            state,
+            "Microsoft.Compute/availabilitySets",
+            set,
+            &vm_id,
+        ));
     }
     for nic in &vm.nics {
         match state.nic(nic) {
             None if !declared("Microsoft.Network/networkInterfaces", nic) => {
-                return Err(invalid_reference(state, "Microsoft.Network/networkInterfaces", nic, &vm_id));
+                return Err(invalid_reference(
+                    state,
+                    "Microsoft.Network/networkInterfaces",
+                    nic,
+                    &vm_id,
+                ));
             }
             Some(existing) => {
                 if let Some(user) = &existing.virtual_machine
@@ -578,7 +750,11 @@ fn check_vm(state: &State, vm: &VmSpec, declared: &dyn Fn(&str, &str) -> bool, r
                 {
                     return Err(ArmError::bad_request(
                         "NicInUse",
-                        format!("Network interface {} is already in use by VM {}.", existing.name, state.resource_id("Microsoft.Compute/virtualMachines", user)),
+                        format!(
+                            "Network interface {} is already in use by VM {}.",
+                            existing.name,
+                            state.resource_id("Microsoft.Compute/virtualMachines", user)
+                        ),
                     ));
                 }
             }
@@ -588,14 +764,26 @@ fn check_vm(state: &State, vm: &VmSpec, declared: &dyn Fn(&str, &str) -> bool, r
     let mut disks: Vec<(Option<&String>, &str)> = vm
         .data_disks
         .iter()
-        .map(|d| (d.disk_id.as_ref().or(d.name.as_ref()), d.create_option.as_str()))
+        .map(|d| {
+            (
+                d.disk_id.as_ref().or(d.name.as_ref()),
+                d.create_option.as_str(),
+            )
+        })
         .collect();
     if vm.os_disk_create_option.eq_ignore_ascii_case("attach") {
-        disks.push((vm.os_disk_id.as_ref().or(vm.os_disk_name.as_ref()), "Attach"));
+        disks.push((
+            vm.os_disk_id.as_ref().or(vm.os_disk_name.as_ref()),
+            "Attach",
+        ));
     }
     for (reference, option) in disks {
         let Some(reference) = reference else {
-            return Err(ArmError::bad_request("InvalidParameter", "A data disk needs a name or managedDisk.id.").with_target("dataDisks"));
+            return Err(ArmError::bad_request(
+                "InvalidParameter",
+                "A data disk needs a name or managedDisk.id.",
+            )
+            .with_target("dataDisks"));
         };
         let name = template::last_segment(reference);
         let existing = state.disk(&name);
@@ -611,7 +799,11 @@ fn check_vm(state: &State, vm: &VmSpec, declared: &dyn Fn(&str, &str) -> bool, r
                         return Err(ArmError::new(
                             StatusCode::CONFLICT,
                             "ConflictingUserInput",
-                            format!("Disk '{}' cannot be attached as the disk is already owned by VM '{}'.", disk.name, state.resource_id("Microsoft.Compute/virtualMachines", user)),
+                            format!(
+                                "Disk '{}' cannot be attached as the disk is already owned by VM '{}'.",
+                                disk.name,
+                                state.resource_id("Microsoft.Compute/virtualMachines", user)
+                            ),
                         ));
                     }
                 }
@@ -627,7 +819,10 @@ fn check_vm(state: &State, vm: &VmSpec, declared: &dyn Fn(&str, &str) -> bool, r
         }
     }
     if vm.vm_size.is_empty() {
-        return Err(ArmError::bad_request("InvalidParameter", "The VM size is empty.").with_target("vmSize"));
+        return Err(
+            ArmError::bad_request("InvalidParameter", "The VM size is empty.")
+                .with_target("vmSize"),
+        );
     }
     Ok(())
 }
@@ -643,28 +838,63 @@ fn invalid_reference(state: &State, kind: &str, name: &str, referrer: &str) -> A
 }
 
 /// Creates (or updates) one checked resource. Returns a VM created in `Creating`.
-fn apply(state: &mut State, resource: &Resource, now: &str, deployment: &str) -> Option<(String, u64)> {
+fn apply(
+    state: &mut State,
+    resource: &Resource,
+    now: &str,
+    deployment: &str,
+) -> Option<(String, u64)> {
     let location = state.location.clone();
     match resource {
-        Resource::AvailabilitySet { name, tags, fault_domains, update_domains } => {
-            let entry = state.availability_sets.entry(name.to_ascii_lowercase()).or_insert_with(|| AvailabilitySet {
-                name: name.clone(),
-                location: location.clone(),
-                tags: BTreeMap::new(),
-                platform_fault_domain_count: *fault_domains,
-                platform_update_domain_count: *update_domains,
-            });
+        Resource::AvailabilitySet {
+            name,
+            tags,
+            fault_domains,
+            update_domains,
+        } => {
+            let entry = state
+                .availability_sets
+                .entry(name.to_ascii_lowercase())
+                .or_insert_with(|| AvailabilitySet {
+                    name: name.clone(),
+                    location: location.clone(),
+                    tags: BTreeMap::new(),
+                    platform_fault_domain_count: *fault_domains,
+                    platform_update_domain_count: *update_domains,
+                });
             entry.tags.extend(tags.clone());
             None
         }
-        Resource::Disk { name, tags, size_gb, sku } => {
+        Resource::Disk {
+            name,
+            tags,
+            size_gb,
+            sku,
+        } => {
             if state.disk(name).is_none() {
                 let incarnation = state.incarnation();
-                state.disks.insert(name.to_ascii_lowercase(), empty_disk(name, *size_gb, sku, &location, now, incarnation, tags.clone()));
+                state.disks.insert(
+                    name.to_ascii_lowercase(),
+                    empty_disk(
+                        name,
+                        *size_gb,
+                        sku,
+                        &location,
+                        now,
+                        incarnation,
+                        tags.clone(),
+                    ),
+                );
             }
             None
         }
-        Resource::Nic { name, tags, private_ip, subnet_id, ip_forwarding } => {
+        Resource::Nic {
+            name,
+            tags,
+            private_ip,
+            subnet_id,
+            ip_forwarding,
+        } => {
             let key = name.to_ascii_lowercase();
             if let Some(nic) = state.network_interfaces.get_mut(&key) {
                 nic.tags.extend(tags.clone());
@@ -672,7 +902,11 @@ fn apply(state: &mut State, resource: &Resource, now: &str, deployment: &str) ->
             }
             let ip = private_ip.clone().unwrap_or_else(|| next_dynamic_ip(state));
             let incarnation = state.incarnation();
-            let subnet = if subnet_id.is_empty() { state.cluster.vnet_subnet_id.clone() } else { subnet_id.clone() };
+            let subnet = if subnet_id.is_empty() {
+                state.cluster.vnet_subnet_id.clone()
+            } else {
+                subnet_id.clone()
+            };
             state.network_interfaces.insert(
                 key,
                 NetworkInterface {
@@ -680,7 +914,12 @@ fn apply(state: &mut State, resource: &Resource, now: &str, deployment: &str) ->
                     location,
                     tags: tags.clone(),
                     private_ip_address: ip,
-                    private_ip_allocation_method: if private_ip.is_some() { "Static" } else { "Dynamic" }.to_owned(),
+                    private_ip_allocation_method: if private_ip.is_some() {
+                        "Static"
+                    } else {
+                        "Dynamic"
+                    }
+                    .to_owned(),
                     subnet_id: subnet,
                     ip_forwarding: *ip_forwarding,
                     virtual_machine: None,
@@ -690,9 +929,22 @@ fn apply(state: &mut State, resource: &Resource, now: &str, deployment: &str) ->
             );
             None
         }
-        Resource::Extension { vm, name, publisher, kind, type_handler_version, auto_upgrade_minor_version, settings, protected_settings } => {
+        Resource::Extension {
+            vm,
+            name,
+            publisher,
+            kind,
+            type_handler_version,
+            auto_upgrade_minor_version,
+            settings,
+            protected_settings,
+        } => {
             let vm = state.vm_mut(vm)?;
-            let state_now = if vm.provisioning_state == "Creating" { "Creating" } else { "Succeeded" };
+            let state_now = if vm.provisioning_state == "Creating" {
+                "Creating"
+            } else {
+                "Succeeded"
+            };
             vm.extensions.retain(|e| !e.name.eq_ignore_ascii_case(name));
             vm.extensions.push(Extension {
                 name: name.clone(),
@@ -717,7 +969,15 @@ fn apply(state: &mut State, resource: &Resource, now: &str, deployment: &str) ->
     }
 }
 
-fn empty_disk(name: &str, size: i64, sku: &str, location: &str, now: &str, incarnation: u64, tags: BTreeMap<String, String>) -> ManagedDisk {
+fn empty_disk(
+    name: &str,
+    size: i64,
+    sku: &str,
+    location: &str,
+    now: &str,
+    incarnation: u64,
+    tags: BTreeMap<String, String>,
+) -> ManagedDisk {
     ManagedDisk {
         name: name.to_owned(),
         location: location.to_owned(),
@@ -735,7 +995,11 @@ fn empty_disk(name: &str, size: i64, sku: &str, location: &str, now: &str, incar
 }
 
 fn next_dynamic_ip(state: &State) -> String {
-    let used: std::collections::BTreeSet<&str> = state.network_interfaces.values().map(|n| n.private_ip_address.as_str()).collect();
+    let used: std::collections::BTreeSet<&str> = state
+        .network_interfaces
+        .values()
+        .map(|n| n.private_ip_address.as_str())
+        .collect();
     let mut candidate = u32::from(Ipv4Addr::new(10, 240, 0, 4));
     loop {
         let ip = Ipv4Addr::from(candidate).to_string();
@@ -749,26 +1013,46 @@ fn next_dynamic_ip(state: &State) -> String {
 fn create_vm(state: &mut State, spec: &VmSpec, now: &str, deployment: &str) -> (String, u64) {
     let incarnation = state.incarnation();
     let location = state.location.clone();
-    let image = spec.image.clone().unwrap_or(ImageRef::Id { id: spec.os_disk_id.clone().unwrap_or_default() });
+    let image = spec.image.clone().unwrap_or(ImageRef::Id {
+        id: spec.os_disk_id.clone().unwrap_or_default(),
+    });
     let os_type = spec.os_type.clone().unwrap_or_else(|| {
         let from_image = match &image {
-            ImageRef::Marketplace { publisher, offer, sku, version } => images::find(publisher, offer, sku, version).map(|i| i.os_type),
+            ImageRef::Marketplace {
+                publisher,
+                offer,
+                sku,
+                version,
+            } => images::find(publisher, offer, sku, version).map(|i| i.os_type),
             ImageRef::Id { .. } => None,
         };
-        from_image
-            .map(str::to_owned)
-            .unwrap_or_else(|| if spec.windows_configuration { "Windows".into() } else { "Linux".into() })
+        from_image.map(str::to_owned).unwrap_or_else(|| {
+            if spec.windows_configuration {
+                "Windows".into()
+            } else {
+                "Linux".into()
+            }
+        })
     });
     let tier = spec
         .os_disk_storage_type
         .clone()
         .unwrap_or_else(|| seed::storage_tier(&spec.vm_size).to_owned());
     let os_disk_name = if spec.os_disk_create_option.eq_ignore_ascii_case("attach") {
-        template::last_segment(spec.os_disk_id.as_ref().or(spec.os_disk_name.as_ref()).expect("checked"))
+        template::last_segment(
+            spec.os_disk_id
+                .as_ref()
+                .or(spec.os_disk_name.as_ref())
+                .expect("checked"),
+        )
     } else {
-        spec.os_disk_name.clone().unwrap_or_else(|| seed::os_disk_name(&spec.name))
+        spec.os_disk_name
+            .clone()
+            .unwrap_or_else(|| seed::os_disk_name(&spec.name))
     };
-    let os_disk_size = spec.os_disk_size_gb.unwrap_or(if os_type == "Windows" { 128 } else { 30 });
+    let os_disk_size = spec
+        .os_disk_size_gb
+        .unwrap_or(if os_type == "Windows" { 128 } else { 30 });
     match state.disks.get_mut(&os_disk_name.to_ascii_lowercase()) {
         Some(disk) => disk.managed_by = Some(spec.name.clone()),
         None => {
@@ -793,13 +1077,27 @@ fn create_vm(state: &mut State, spec: &VmSpec, now: &str, deployment: &str) -> (
     }
     let mut data_disks = Vec::new();
     for disk in &spec.data_disks {
-        let name = template::last_segment(disk.disk_id.as_ref().or(disk.name.as_ref()).expect("checked"));
+        let name = template::last_segment(
+            disk.disk_id
+                .as_ref()
+                .or(disk.name.as_ref())
+                .expect("checked"),
+        );
         let key = name.to_ascii_lowercase();
         let sku = disk.storage_type.clone().unwrap_or_else(|| tier.clone());
         if !state.disks.contains_key(&key) {
-            state
-                .disks
-                .insert(key.clone(), empty_disk(&name, disk.size_gb.unwrap_or(128), &sku, &location, now, incarnation, BTreeMap::new()));
+            state.disks.insert(
+                key.clone(),
+                empty_disk(
+                    &name,
+                    disk.size_gb.unwrap_or(128),
+                    &sku,
+                    &location,
+                    now,
+                    incarnation,
+                    BTreeMap::new(),
+                ),
+            );
         }
         let stored = state.disks.get_mut(&key).expect("present");
         stored.managed_by = Some(spec.name.clone());
@@ -820,7 +1118,12 @@ fn create_vm(state: &mut State, spec: &VmSpec, now: &str, deployment: &str) -> (
     let nics = spec
         .nics
         .iter()
-        .map(|n| state.nic(n).map(|nic| nic.name.clone()).unwrap_or_else(|| n.clone()))
+        .map(|n| {
+            state
+                .nic(n)
+                .map(|nic| nic.name.clone())
+                .unwrap_or_else(|| n.clone())
+        })
         .collect();
     let vm = VirtualMachine {
         name: spec.name.clone(),
@@ -828,10 +1131,13 @@ fn create_vm(state: &mut State, spec: &VmSpec, now: &str, deployment: &str) -> (
         location,
         tags: spec.tags.clone(),
         vm_size: spec.vm_size.clone(),
-        availability_set: spec
-            .availability_set
-            .as_ref()
-            .map(|s| state.availability_sets.get(&s.to_ascii_lowercase()).map(|a| a.name.clone()).unwrap_or_else(|| s.clone())),
+        availability_set: spec.availability_set.as_ref().map(|s| {
+            state
+                .availability_sets
+                .get(&s.to_ascii_lowercase())
+                .map(|a| a.name.clone())
+                .unwrap_or_else(|| s.clone())
+        }),
         image,
         os_disk: OsDisk {
             name: os_disk_name,
@@ -843,7 +1149,10 @@ fn create_vm(state: &mut State, spec: &VmSpec, now: &str, deployment: &str) -> (
         },
         data_disks,
         network_interfaces: nics,
-        computer_name: spec.computer_name.clone().unwrap_or_else(|| spec.name.clone()),
+        computer_name: spec
+            .computer_name
+            .clone()
+            .unwrap_or_else(|| spec.name.clone()),
         admin_username: spec.admin_username.clone(),
         custom_data: spec.custom_data.clone(),
         os_profile_extra: Value::Null,
@@ -856,13 +1165,19 @@ fn create_vm(state: &mut State, spec: &VmSpec, now: &str, deployment: &str) -> (
         boot: Boot::Pending,
         incarnation,
     };
-    state.virtual_machines.insert(spec.name.to_ascii_lowercase(), vm);
+    state
+        .virtual_machines
+        .insert(spec.name.to_ascii_lowercase(), vm);
     (spec.name.clone(), incarnation)
 }
 
 // ---------------------------------------------------------------- boot
 
-fn vm_alive<'a>(state: &'a mut State, name: &str, incarnation: u64) -> Option<&'a mut VirtualMachine> {
+fn vm_alive<'a>(
+    state: &'a mut State,
+    name: &str,
+    incarnation: u64,
+) -> Option<&'a mut VirtualMachine> {
     state
         .vm_mut(name)
         .filter(|vm| vm.incarnation == incarnation && vm.provisioning_state != "Deleting")
@@ -875,7 +1190,9 @@ pub async fn boot(world: World, name: String, incarnation: u64) {
     let registration = {
         let mut state = world.lock();
         let location = state.location.clone();
-        let Some(vm) = vm_alive(&mut state, &name, incarnation).cloned() else { return };
+        let Some(vm) = vm_alive(&mut state, &name, incarnation).cloned() else {
+            return;
+        };
         let result = registration_for(&vm, &location).map(|r| with_ip(&state, &vm, r));
         let vm = state.vm_mut(&name).expect("alive");
         match result {
@@ -898,7 +1215,9 @@ pub async fn boot(world: World, name: String, incarnation: u64) {
     world.clock().sleep(world.timings().node_ready).await;
     {
         let mut state = world.lock();
-        let Some(vm) = vm_alive(&mut state, &name, incarnation) else { return };
+        let Some(vm) = vm_alive(&mut state, &name, incarnation) else {
+            return;
+        };
         vm.boot = Boot::Ready;
     }
     world.kube().set_node_ready(&node, true);
@@ -908,7 +1227,13 @@ pub async fn boot(world: World, name: String, incarnation: u64) {
 /// The Node a VM's bootstrap asks for, or why its kubelet never starts.
 pub fn registration_for(vm: &VirtualMachine, location: &str) -> Result<NodeRegistration, String> {
     let block = bootstrap::read(vm).map_err(|e| e.to_string())?;
-    if let ImageRef::Marketplace { publisher, offer, sku, version } = &vm.image {
+    if let ImageRef::Marketplace {
+        publisher,
+        offer,
+        sku,
+        version,
+    } = &vm.image
+    {
         let image = images::find(publisher, offer, sku, version)
             .ok_or_else(|| format!("image {publisher}:{offer}:{sku}:{version} is unknown"))?;
         if !images::carries(image, &block.kubelet_version) {
@@ -916,17 +1241,29 @@ pub fn registration_for(vm: &VirtualMachine, location: &str) -> Result<NodeRegis
                 "image {publisher}:{offer}:{sku}:{} does not carry Kubernetes {} (it carries {}); the kubelet never starts",
                 image.version,
                 block.kubelet_version,
-                if image.kubernetes_versions.is_empty() { "none".to_owned() } else { image.kubernetes_versions.join(", ") }
+                if image.kubernetes_versions.is_empty() {
+                    "none".to_owned()
+                } else {
+                    image.kubernetes_versions.join(", ")
+                }
             ));
         }
     }
     let role = match block.role.as_deref() {
-        Some(role) if role.eq_ignore_ascii_case("master") || role.eq_ignore_ascii_case("control-plane") => NodeRole::Master,
+        Some(role)
+            if role.eq_ignore_ascii_case("master")
+                || role.eq_ignore_ascii_case("control-plane") =>
+        {
+            NodeRole::Master
+        }
         Some(_) => NodeRole::Agent,
         None if vm.is_master() => NodeRole::Master,
         None => NodeRole::Agent,
     };
-    let name = block.node_name.clone().unwrap_or_else(|| vm.computer_name.to_ascii_lowercase());
+    let name = block
+        .node_name
+        .clone()
+        .unwrap_or_else(|| vm.computer_name.to_ascii_lowercase());
     let os = if vm.is_windows() { "windows" } else { "linux" };
     let mut labels = seed::kubelet_labels(&name, os, &vm.vm_size, location);
     labels.extend(block.labels.clone());
@@ -950,7 +1287,11 @@ pub fn registration_for(vm: &VirtualMachine, location: &str) -> Result<NodeRegis
 }
 
 /// Fills a registration's internal IP from the VM's first NIC.
-pub fn with_ip(state: &State, vm: &VirtualMachine, mut registration: NodeRegistration) -> NodeRegistration {
+pub fn with_ip(
+    state: &State,
+    vm: &VirtualMachine,
+    mut registration: NodeRegistration,
+) -> NodeRegistration {
     if let Some(nic) = vm.network_interfaces.first().and_then(|n| state.nic(n)) {
         registration.internal_ip = nic.private_ip_address.clone();
     }

@@ -53,12 +53,20 @@ impl RequestLog {
 
     /// All records kept (the last 100,000 at most), oldest first.
     pub fn records(&self) -> Vec<RequestRecord> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).records.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .records
+            .clone()
     }
 
     /// Requests per endpoint template (`METHOD /path/{param}`), since start.
     pub fn counts(&self) -> BTreeMap<String, u64> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).counts.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .counts
+            .clone()
     }
 
     /// How many requests hit `endpoint` (exact template).

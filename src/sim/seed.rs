@@ -17,7 +17,8 @@ use k8s_openapi::api::core::v1::Taint;
 use super::images::{self, MarketplaceImage};
 use super::kube::{NodeRegistration, NodeRole};
 use super::world::{
-    AvailabilitySet, Boot, DataDisk, ImageRef, ManagedDisk, NetworkInterface, OsDisk, State, VirtualMachine,
+    AvailabilitySet, Boot, DataDisk, ImageRef, ManagedDisk, NetworkInterface, OsDisk, State,
+    VirtualMachine,
 };
 use crate::model::{AgentPoolProfile, ApiModel};
 
@@ -60,7 +61,11 @@ pub fn master_prefix(suffix: &str) -> String {
 }
 
 pub fn vm_name(prefix: &str, windows: bool, index: usize) -> String {
-    if windows { format!("{prefix}{index}") } else { format!("{prefix}-{index}") }
+    if windows {
+        format!("{prefix}{index}")
+    } else {
+        format!("{prefix}-{index}")
+    }
 }
 
 pub fn nic_name(prefix: &str, index: usize) -> String {
@@ -90,12 +95,21 @@ pub fn storage_tier(vm_size: &str) -> &'static str {
         .split('_')
         .next()
         .unwrap_or_default();
-    if family.chars().skip(1).any(|c| c == 's' || c == 'S') { "Premium_LRS" } else { "Standard_LRS" }
+    if family.chars().skip(1).any(|c| c == 's' || c == 'S') {
+        "Premium_LRS"
+    } else {
+        "Standard_LRS"
+    }
 }
 
 /// The labels a kubelet sets on its own Node (hostname, OS, arch, instance type,
 /// region and zone).
-pub fn kubelet_labels(node_name: &str, os: &str, vm_size: &str, location: &str) -> BTreeMap<String, String> {
+pub fn kubelet_labels(
+    node_name: &str,
+    os: &str,
+    vm_size: &str,
+    location: &str,
+) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
     for (key, value) in [
         ("kubernetes.io/hostname", node_name),
@@ -132,8 +146,14 @@ pub fn bootstrap_labels(
     match role {
         NodeRole::Master => {
             labels.insert("node-role.kubernetes.io/master".to_owned(), String::new());
-            labels.insert("node-role.kubernetes.io/control-plane".to_owned(), String::new());
-            labels.insert("node.kubernetes.io/exclude-from-external-load-balancers".to_owned(), "true".to_owned());
+            labels.insert(
+                "node-role.kubernetes.io/control-plane".to_owned(),
+                String::new(),
+            );
+            labels.insert(
+                "node.kubernetes.io/exclude-from-external-load-balancers".to_owned(),
+                "true".to_owned(),
+            );
         }
         NodeRole::Agent => {
             labels.insert("agentpool".to_owned(), pool.to_owned());
@@ -196,7 +216,11 @@ fn custom_image(reference: &crate::model::ImageReference, subscription: &str) ->
     if reference.name.is_empty() {
         return None;
     }
-    let subscription = if reference.subscription_id.is_empty() { subscription } else { &reference.subscription_id };
+    let subscription = if reference.subscription_id.is_empty() {
+        subscription
+    } else {
+        &reference.subscription_id
+    };
     let id = if reference.gallery.is_empty() {
         format!(
             "/subscriptions/{subscription}/resourceGroups/{}/providers/Microsoft.Compute/images/{}",
@@ -258,7 +282,9 @@ pub fn seed(model: &ApiModel, state: &mut State) -> Result<Vec<NodeRegistration>
     } else {
         master.first_consecutive_static_ip.as_str()
     };
-    let first_ip: Ipv4Addr = first_ip.parse().map_err(|_| Error::MasterIp(first_ip.to_owned()))?;
+    let first_ip: Ipv4Addr = first_ip
+        .parse()
+        .map_err(|_| Error::MasterIp(first_ip.to_owned()))?;
 
     let mut planned = Vec::new();
     let master_image = master
@@ -266,7 +292,10 @@ pub fn seed(model: &ApiModel, state: &mut State) -> Result<Vec<NodeRegistration>
         .as_ref()
         .and_then(|r| custom_image(r, &subscription))
         .unwrap_or_else(|| marketplace(images::linux_image_for_distro(&master.distro)));
-    let etcd_gb = master.etcd_disk_size_gb.parse::<i64>().unwrap_or(DEFAULT_ETCD_DISK_GB);
+    let etcd_gb = master
+        .etcd_disk_size_gb
+        .parse::<i64>()
+        .unwrap_or(DEFAULT_ETCD_DISK_GB);
     for index in 0..master.count() {
         let prefix = master_prefix(&suffix);
         planned.push(Planned {
@@ -310,12 +339,18 @@ pub fn seed(model: &ApiModel, state: &mut State) -> Result<Vec<NodeRegistration>
                 role: NodeRole::Agent,
                 windows,
                 vm_size: pool.vm_size.clone(),
-                os_disk_gb: pool.os_disk_size_gb.unwrap_or(if windows { 128 } else { 30 }),
+                os_disk_gb: pool
+                    .os_disk_size_gb
+                    .unwrap_or(if windows { 128 } else { 30 }),
                 image: image.clone(),
                 ip: Ipv4Addr::from(agent_ip).to_string(),
                 static_ip: false,
                 availability_set: availability_set_name(&pool.name, &suffix),
-                custom_labels: pool.custom_node_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                custom_labels: pool
+                    .custom_node_labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
                 etcd_disk_gb: None,
             });
             agent_ip += 1;
@@ -415,7 +450,8 @@ pub fn seed(model: &ApiModel, state: &mut State) -> Result<Vec<NodeRegistration>
                 location: location.clone(),
                 tags: vm_tags(&version, &vm.pool, &suffix, &vm.name),
                 private_ip_address: vm.ip.clone(),
-                private_ip_allocation_method: if vm.static_ip { "Static" } else { "Dynamic" }.to_owned(),
+                private_ip_allocation_method: if vm.static_ip { "Static" } else { "Dynamic" }
+                    .to_owned(),
                 subnet_id: state.cluster.vnet_subnet_id.clone(),
                 ip_forwarding: true,
                 virtual_machine: Some(vm.name.clone()),
@@ -438,7 +474,11 @@ pub fn seed(model: &ApiModel, state: &mut State) -> Result<Vec<NodeRegistration>
                 data_disks,
                 network_interfaces: vec![nic],
                 computer_name: vm.name.clone(),
-                admin_username: if vm.windows { windows_admin.clone() } else { admin.clone() },
+                admin_username: if vm.windows {
+                    windows_admin.clone()
+                } else {
+                    admin.clone()
+                },
                 custom_data: None,
                 os_profile_extra: serde_json::Value::Null,
                 provisioning_state: "Succeeded".to_owned(),
@@ -453,14 +493,23 @@ pub fn seed(model: &ApiModel, state: &mut State) -> Result<Vec<NodeRegistration>
         );
         let os = if vm.windows { "windows" } else { "linux" };
         let mut labels = kubelet_labels(&node_name, os, &vm.vm_size, &location);
-        labels.extend(bootstrap_labels(vm.role, &vm.pool, &vm.vm_size, vm.custom_labels.clone()));
+        labels.extend(bootstrap_labels(
+            vm.role,
+            &vm.pool,
+            &vm.vm_size,
+            vm.custom_labels.clone(),
+        ));
         nodes.push(NodeRegistration {
             name: node_name,
             kubelet_version: format!("v{}", version.trim_start_matches('v')),
             role: vm.role,
             os: os.to_owned(),
             labels,
-            taints: if vm.role == NodeRole::Master { master_taints(&version) } else { Vec::new() },
+            taints: if vm.role == NodeRole::Master {
+                master_taints(&version)
+            } else {
+                Vec::new()
+            },
             pool: vm.pool.clone(),
             vm_size: vm.vm_size.clone(),
             internal_ip: vm.ip.clone(),
@@ -471,8 +520,19 @@ pub fn seed(model: &ApiModel, state: &mut State) -> Result<Vec<NodeRegistration>
 
 fn windows_image_of(model: &ApiModel) -> ImageRef {
     let default = images::windows_image();
-    let profile = model.view().properties.windows_profile.clone().unwrap_or_default();
-    let pick = |value: &str, fallback: &str| if value.is_empty() { fallback.to_owned() } else { value.to_owned() };
+    let profile = model
+        .view()
+        .properties
+        .windows_profile
+        .clone()
+        .unwrap_or_default();
+    let pick = |value: &str, fallback: &str| {
+        if value.is_empty() {
+            fallback.to_owned()
+        } else {
+            value.to_owned()
+        }
+    };
     ImageRef::Marketplace {
         publisher: pick(&profile.windows_publisher, default.publisher),
         offer: pick(&profile.windows_offer, default.offer),
@@ -483,11 +543,26 @@ fn windows_image_of(model: &ApiModel) -> ImageRef {
 
 fn seed_extension(vm: &Planned) -> super::world::Extension {
     let (name, publisher, kind, version) = if vm.windows {
-        ("cse-agent-".to_owned() + &vm.index.to_string(), "Microsoft.Compute", "CustomScriptExtension", "1.8")
+        (
+            "cse-agent-".to_owned() + &vm.index.to_string(),
+            "Microsoft.Compute",
+            "CustomScriptExtension",
+            "1.8",
+        )
     } else if vm.role == NodeRole::Master {
-        ("cse-master-".to_owned() + &vm.index.to_string(), "Microsoft.Azure.Extensions", "CustomScript", "2.0")
+        (
+            "cse-master-".to_owned() + &vm.index.to_string(),
+            "Microsoft.Azure.Extensions",
+            "CustomScript",
+            "2.0",
+        )
     } else {
-        ("cse-agent-".to_owned() + &vm.index.to_string(), "Microsoft.Azure.Extensions", "CustomScript", "2.0")
+        (
+            "cse-agent-".to_owned() + &vm.index.to_string(),
+            "Microsoft.Azure.Extensions",
+            "CustomScript",
+            "2.0",
+        )
     };
     super::world::Extension {
         name,

@@ -205,15 +205,21 @@ impl Simulator {
         let master = view.properties.master_profile.clone().unwrap_or_default();
 
         if let Some(dir) = &options.state_dir {
-            std::fs::create_dir_all(dir).map_err(io(format!("create the state dir {}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(io(format!("create the state dir {}", dir.display())))?;
         }
         let pki = match &options.state_dir {
             Some(dir) => Pki::load_or_generate(dir)?,
             None => Pki::generate()?,
         };
-        let credentials = match options.state_dir.as_deref().map(|d| d.join("credentials.json")) {
+        let credentials = match options
+            .state_dir
+            .as_deref()
+            .map(|d| d.join("credentials.json"))
+        {
             Some(path) if path.exists() => {
-                let text = std::fs::read_to_string(&path).map_err(io(format!("read {}", path.display())))?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(io(format!("read {}", path.display())))?;
                 match serde_json::from_str(&text) {
                     Ok(credentials) => credentials,
                     Err(_) => Credentials::generate(&pki)?,
@@ -224,29 +230,58 @@ impl Simulator {
 
         let arm_socket = std::net::TcpListener::bind(options.arm_listen)
             .map_err(io(format!("listen on {} (ARM)", options.arm_listen)))?;
-        let kube_socket = std::net::TcpListener::bind(options.kube_listen)
-            .map_err(io(format!("listen on {} (Kubernetes)", options.kube_listen)))?;
-        let arm_addr = arm_socket.local_addr().map_err(io("read the ARM address"))?;
-        let kube_addr = kube_socket.local_addr().map_err(io("read the Kubernetes address"))?;
+        let kube_socket = std::net::TcpListener::bind(options.kube_listen).map_err(io(format!(
+            "listen on {} (Kubernetes)",
+            options.kube_listen
+        )))?;
+        let arm_addr = arm_socket
+            .local_addr()
+            .map_err(io("read the ARM address"))?;
+        let kube_addr = kube_socket
+            .local_addr()
+            .map_err(io("read the Kubernetes address"))?;
         let host = |addr: SocketAddr| {
-            if addr.ip().is_unspecified() { format!("127.0.0.1:{}", addr.port()) } else { addr.to_string() }
+            if addr.ip().is_unspecified() {
+                format!("127.0.0.1:{}", addr.port())
+            } else {
+                addr.to_string()
+            }
         };
         let base = format!("https://{}", host(arm_addr));
         let kube_url = format!("https://{}", host(kube_addr));
 
-        let cloud = view.properties.custom_cloud_profile.clone().unwrap_or_default();
-        let identity_system = if cloud.identity_system.is_empty() { "azure_ad".to_owned() } else { cloud.identity_system.clone() };
+        let cloud = view
+            .properties
+            .custom_cloud_profile
+            .clone()
+            .unwrap_or_default();
+        let identity_system = if cloud.identity_system.is_empty() {
+            "azure_ad".to_owned()
+        } else {
+            cloud.identity_system.clone()
+        };
         let authentication_method = if cloud.authentication_method.is_empty() {
             "client_secret".to_owned()
         } else {
             cloud.authentication_method.clone()
         };
-        let location = if view.location.is_empty() { "local".to_owned() } else { view.location.to_ascii_lowercase().replace(' ', "") };
-        let resource_group = options.resource_group.clone().unwrap_or_else(|| master.dns_prefix.clone());
-        let audience = format!("https://management.azurestack.local/{}", uuid_from(&format!("{}#audience", master.dns_prefix)));
+        let location = if view.location.is_empty() {
+            "local".to_owned()
+        } else {
+            view.location.to_ascii_lowercase().replace(' ', "")
+        };
+        let resource_group = options
+            .resource_group
+            .clone()
+            .unwrap_or_else(|| master.dns_prefix.clone());
+        let audience = format!(
+            "https://management.azurestack.local/{}",
+            uuid_from(&format!("{}#audience", master.dns_prefix))
+        );
 
         let sp_der = tls::pem_to_der(&credentials.sp_certificate_pem).unwrap_or_default();
-        let sp_key = rcgen::KeyPair::from_pem(&credentials.sp_private_key_pem).map_err(tls::Error::from)?;
+        let sp_key =
+            rcgen::KeyPair::from_pem(&credentials.sp_private_key_pem).map_err(tls::Error::from)?;
         let identity = Identity {
             tenant_id: credentials.tenant_id.clone(),
             client_id: credentials.client_id.clone(),
@@ -255,12 +290,19 @@ impl Simulator {
             public_key_der: rcgen::PublicKeyData::subject_public_key_info(&sp_key),
             audience: audience.clone(),
         };
-        let mut state = State::new(credentials.subscription_id.clone(), resource_group.clone(), location.clone(), identity);
+        let mut state = State::new(
+            credentials.subscription_id.clone(),
+            resource_group.clone(),
+            location.clone(),
+            identity,
+        );
         state.profile = options.profile;
         state.page_size = options.page_size.max(1);
         let nodes = super::seed::seed(&options.api_model, &mut state)?;
 
         let clock = Clock::new(options.time_scale);
+        // The real KubeSimOptions has more fields, all defaulted.
+        #[allow(clippy::needless_update)]
         let kube = KubeSim::new(
             clock.clone(),
             KubeSimOptions {
@@ -274,12 +316,22 @@ impl Simulator {
             kube.register_node(node);
             kube.set_node_ready(&name, true);
         }
-        let scenario = options.scenario.clone().unwrap_or_else(Scenario::default_scenario);
+        let scenario = options
+            .scenario
+            .clone()
+            .unwrap_or_else(Scenario::default_scenario);
         kube.apply_scenario(&scenario)?;
         arm::install_faults(&world, options.faults.clone());
 
-        let retry_after = options.retry_after.unwrap_or_else(|| arm::default_retry_after(clock.scale()));
-        let app = ArmApp::new(world.clone(), base.clone(), identity_system.clone(), retry_after);
+        let retry_after = options
+            .retry_after
+            .unwrap_or_else(|| arm::default_retry_after(clock.scale()));
+        let app = ArmApp::new(
+            world.clone(),
+            base.clone(),
+            identity_system.clone(),
+            retry_after,
+        );
         let arm_listener = tls::serve(arm_socket, arm::router(app), pki.server_config(false)?)
             .map_err(io("serve the ARM listener"))?;
         let kube_listener = tls::serve(kube_socket, kube.router(), pki.server_config(true)?)
@@ -323,7 +375,14 @@ impl Simulator {
             state_dir: options.state_dir.clone(),
         };
         if let Some(dir) = &options.state_dir {
-            write_state_dir(dir, &pki, &credentials, &options.api_model, &mut endpoints, &kube_addr)?;
+            write_state_dir(
+                dir,
+                &pki,
+                &credentials,
+                &options.api_model,
+                &mut endpoints,
+                &kube_addr,
+            )?;
         }
         Ok(Self {
             endpoints,
@@ -379,28 +438,51 @@ fn write_state_dir(
 ) -> Result<(), Error> {
     let write = |name: &str, contents: &str, secret: bool| -> Result<PathBuf, Error> {
         let path = dir.join(name);
-        tls::write_file(&path, contents.as_bytes(), secret).map_err(io(format!("write {}", path.display())))?;
+        tls::write_file(&path, contents.as_bytes(), secret)
+            .map_err(io(format!("write {}", path.display())))?;
         Ok(path)
     };
-    pki.save(dir).map_err(io(format!("write the CA into {}", dir.display())))?;
+    pki.save(dir)
+        .map_err(io(format!("write the CA into {}", dir.display())))?;
     endpoints.ca_file = Some(dir.join("ca.crt"));
     write(
         "credentials.json",
         &serde_json::to_string_pretty(credentials).expect("serializable"),
         true,
     )?;
-    endpoints.client_certificate_file = Some(write("client.crt", &credentials.sp_certificate_pem, false)?);
-    endpoints.client_private_key_file = Some(write("client.key", &credentials.sp_private_key_pem, true)?);
-    write("client.pem", &format!("{}{}", credentials.sp_certificate_pem, credentials.sp_private_key_pem), true)?;
-    write("kubeclient.crt", &credentials.kube_client_certificate_pem, false)?;
-    write("kubeclient.key", &credentials.kube_client_private_key_pem, true)?;
+    endpoints.client_certificate_file =
+        Some(write("client.crt", &credentials.sp_certificate_pem, false)?);
+    endpoints.client_private_key_file =
+        Some(write("client.key", &credentials.sp_private_key_pem, true)?);
+    write(
+        "client.pem",
+        &format!(
+            "{}{}",
+            credentials.sp_certificate_pem, credentials.sp_private_key_pem
+        ),
+        true,
+    )?;
+    write(
+        "kubeclient.crt",
+        &credentials.kube_client_certificate_pem,
+        false,
+    )?;
+    write(
+        "kubeclient.key",
+        &credentials.kube_client_private_key_pem,
+        true,
+    )?;
     endpoints.kubeconfig_file = Some(write("kubeconfig", &endpoints.kubeconfig, true)?);
 
     let copy = apimodel_copy(model, endpoints, pki, credentials, kube_addr)?;
     let path = dir.join("apimodel.json");
     copy.save(&path)?;
     endpoints.api_model_file = Some(path);
-    write("simulator.json", &serde_json::to_string_pretty(endpoints).expect("serializable"), true)?;
+    write(
+        "simulator.json",
+        &serde_json::to_string_pretty(endpoints).expect("serializable"),
+        true,
+    )?;
     Ok(())
 }
 
@@ -413,7 +495,11 @@ fn apimodel_copy(
     kube_addr: &SocketAddr,
 ) -> Result<ApiModel, Error> {
     let base = endpoints.arm_url.clone();
-    let login = if endpoints.identity_system == "adfs" { endpoints.adfs.authority.clone() + "/" } else { base.clone() };
+    let login = if endpoints.identity_system == "adfs" {
+        endpoints.adfs.authority.clone() + "/"
+    } else {
+        base.clone()
+    };
     let environment = json!({
         "name": "AzureStackCloud",
         "managementPortalURL": format!("{base}portal/"),
@@ -436,22 +522,63 @@ fn apimodel_copy(
         "containerRegistryDNSSuffix": "",
         "tokenAudience": endpoints.audience,
     });
-    let key_pem = std::fs::read_to_string(endpoints.state_dir.as_deref().unwrap_or(Path::new(".")).join("ca.key")).unwrap_or_default();
+    let key_pem = std::fs::read_to_string(
+        endpoints
+            .state_dir
+            .as_deref()
+            .unwrap_or(Path::new("."))
+            .join("ca.key"),
+    )
+    .unwrap_or_default();
     let mut copy = model.clone();
-    let host = if kube_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { kube_addr.ip().to_string() };
+    let host = if kube_addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        kube_addr.ip().to_string()
+    };
     let sets: Vec<(&str, Value)> = vec![
         ("/location", json!(endpoints.location)),
         ("/properties/customCloudProfile/environment", environment),
-        ("/properties/customCloudProfile/identitySystem", json!(endpoints.identity_system)),
-        ("/properties/customCloudProfile/authenticationMethod", json!(endpoints.authentication_method)),
-        ("/properties/customCloudProfile/portalURL", json!(format!("{base}portal/"))),
-        ("/properties/masterProfile/fqdn", json!(format!("{host}:{}", kube_addr.port()))),
-        ("/properties/certificateProfile/caCertificate", json!(pki.ca_pem())),
-        ("/properties/certificateProfile/caPrivateKey", json!(key_pem)),
-        ("/properties/certificateProfile/kubeConfigCertificate", json!(credentials.kube_client_certificate_pem)),
-        ("/properties/certificateProfile/kubeConfigPrivateKey", json!(credentials.kube_client_private_key_pem)),
-        ("/properties/servicePrincipalProfile/clientId", json!(credentials.client_id)),
-        ("/properties/servicePrincipalProfile/secret", json!(credentials.client_secret)),
+        (
+            "/properties/customCloudProfile/identitySystem",
+            json!(endpoints.identity_system),
+        ),
+        (
+            "/properties/customCloudProfile/authenticationMethod",
+            json!(endpoints.authentication_method),
+        ),
+        (
+            "/properties/customCloudProfile/portalURL",
+            json!(format!("{base}portal/")),
+        ),
+        (
+            "/properties/masterProfile/fqdn",
+            json!(format!("{host}:{}", kube_addr.port())),
+        ),
+        (
+            "/properties/certificateProfile/caCertificate",
+            json!(pki.ca_pem()),
+        ),
+        (
+            "/properties/certificateProfile/caPrivateKey",
+            json!(key_pem),
+        ),
+        (
+            "/properties/certificateProfile/kubeConfigCertificate",
+            json!(credentials.kube_client_certificate_pem),
+        ),
+        (
+            "/properties/certificateProfile/kubeConfigPrivateKey",
+            json!(credentials.kube_client_private_key_pem),
+        ),
+        (
+            "/properties/servicePrincipalProfile/clientId",
+            json!(credentials.client_id),
+        ),
+        (
+            "/properties/servicePrincipalProfile/secret",
+            json!(credentials.client_secret),
+        ),
     ];
     for (pointer, value) in sets {
         copy.set(pointer, value)?;

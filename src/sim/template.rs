@@ -57,11 +57,16 @@ impl Resource {
     /// (full type, name) as ARM shows them in deployment operations.
     pub fn type_and_name(&self) -> (&'static str, String) {
         match self {
-            Self::AvailabilitySet { name, .. } => ("Microsoft.Compute/availabilitySets", name.clone()),
+            Self::AvailabilitySet { name, .. } => {
+                ("Microsoft.Compute/availabilitySets", name.clone())
+            }
             Self::Disk { name, .. } => ("Microsoft.Compute/disks", name.clone()),
             Self::Nic { name, .. } => ("Microsoft.Network/networkInterfaces", name.clone()),
             Self::Vm(vm) => ("Microsoft.Compute/virtualMachines", vm.name.clone()),
-            Self::Extension { vm, name, .. } => ("Microsoft.Compute/virtualMachines/extensions", format!("{vm}/{name}")),
+            Self::Extension { vm, name, .. } => (
+                "Microsoft.Compute/virtualMachines/extensions",
+                format!("{vm}/{name}"),
+            ),
         }
     }
 
@@ -138,10 +143,26 @@ pub fn read(template: &Value) -> Result<Vec<Resource>, Vec<Problem>> {
     }
 }
 
-fn read_resource(resource: &Value, parent_vm: Option<&str>, index: usize, out: &mut Vec<Resource>, problems: &mut Vec<Problem>) {
-    let kind = resource.get("type").and_then(Value::as_str).unwrap_or_default();
-    let name = resource.get("name").and_then(Value::as_str).unwrap_or_default();
-    let target = if name.is_empty() { format!("resources[{index}]") } else { name.to_owned() };
+fn read_resource(
+    resource: &Value,
+    parent_vm: Option<&str>,
+    index: usize,
+    out: &mut Vec<Resource>,
+    problems: &mut Vec<Problem>,
+) {
+    let kind = resource
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = resource
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let target = if name.is_empty() {
+        format!("resources[{index}]")
+    } else {
+        name.to_owned()
+    };
     let mut expressions = Vec::new();
     find_expressions(resource, String::new(), &mut expressions);
     if !expressions.is_empty() {
@@ -163,10 +184,15 @@ fn read_resource(resource: &Value, parent_vm: Option<&str>, index: usize, out: &
         return;
     }
     let full_type = match parent_vm {
-        Some(_) if kind.eq_ignore_ascii_case("extensions") => "Microsoft.Compute/virtualMachines/extensions".to_owned(),
+        Some(_) if kind.eq_ignore_ascii_case("extensions") => {
+            "Microsoft.Compute/virtualMachines/extensions".to_owned()
+        }
         _ => kind.to_owned(),
     };
-    let Some(supported) = SUPPORTED_TYPES.iter().find(|t| t.eq_ignore_ascii_case(&full_type)) else {
+    let Some(supported) = SUPPORTED_TYPES
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(&full_type))
+    else {
         problems.push(Problem {
             target: target.clone(),
             message: format!(
@@ -183,13 +209,22 @@ fn read_resource(resource: &Value, parent_vm: Option<&str>, index: usize, out: &
         "Microsoft.Compute/availabilitySets" => out.push(Resource::AvailabilitySet {
             name: name.to_owned(),
             tags,
-            fault_domains: props.get("platformFaultDomainCount").and_then(Value::as_i64).unwrap_or(2),
-            update_domains: props.get("platformUpdateDomainCount").and_then(Value::as_i64).unwrap_or(3),
+            fault_domains: props
+                .get("platformFaultDomainCount")
+                .and_then(Value::as_i64)
+                .unwrap_or(2),
+            update_domains: props
+                .get("platformUpdateDomainCount")
+                .and_then(Value::as_i64)
+                .unwrap_or(3),
         }),
         "Microsoft.Compute/disks" => out.push(Resource::Disk {
             name: name.to_owned(),
             tags,
-            size_gb: props.get("diskSizeGB").and_then(Value::as_i64).unwrap_or(128),
+            size_gb: props
+                .get("diskSizeGB")
+                .and_then(Value::as_i64)
+                .unwrap_or(128),
             sku: resource
                 .pointer("/sku/name")
                 .and_then(Value::as_str)
@@ -197,20 +232,31 @@ fn read_resource(resource: &Value, parent_vm: Option<&str>, index: usize, out: &
                 .to_owned(),
         }),
         "Microsoft.Network/networkInterfaces" => {
-            let ip_config = props.pointer("/ipConfigurations/0/properties").cloned().unwrap_or(Value::Null);
-            let method = text(ip_config.get("privateIPAllocationMethod")).unwrap_or_else(|| "Dynamic".into());
-            let private_ip = text(ip_config.get("privateIPAddress")).filter(|_| method.eq_ignore_ascii_case("static"));
+            let ip_config = props
+                .pointer("/ipConfigurations/0/properties")
+                .cloned()
+                .unwrap_or(Value::Null);
+            let method = text(ip_config.get("privateIPAllocationMethod"))
+                .unwrap_or_else(|| "Dynamic".into());
+            let private_ip = text(ip_config.get("privateIPAddress"))
+                .filter(|_| method.eq_ignore_ascii_case("static"));
             out.push(Resource::Nic {
                 name: name.to_owned(),
                 tags,
                 private_ip,
                 subnet_id: text(ip_config.pointer("/subnet/id")).unwrap_or_default(),
-                ip_forwarding: props.get("enableIPForwarding").and_then(Value::as_bool).unwrap_or(false),
+                ip_forwarding: props
+                    .get("enableIPForwarding")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
             })
         }
         "Microsoft.Compute/virtualMachines/extensions" => {
             let (vm, extension) = match parent_vm {
-                Some(vm) => (vm.to_owned(), name.rsplit('/').next().unwrap_or(name).to_owned()),
+                Some(vm) => (
+                    vm.to_owned(),
+                    name.rsplit('/').next().unwrap_or(name).to_owned(),
+                ),
                 None => match name.split_once('/') {
                     Some((vm, extension)) => (vm.to_owned(), extension.to_owned()),
                     None => {
@@ -228,9 +274,18 @@ fn read_resource(resource: &Value, parent_vm: Option<&str>, index: usize, out: &
                 publisher: text(props.get("publisher")).unwrap_or_default(),
                 kind: text(props.get("type")).unwrap_or_default(),
                 type_handler_version: text(props.get("typeHandlerVersion")).unwrap_or_default(),
-                auto_upgrade_minor_version: props.get("autoUpgradeMinorVersion").and_then(Value::as_bool).unwrap_or(false),
-                settings: props.get("settings").cloned().unwrap_or_else(|| serde_json::json!({})),
-                protected_settings: props.get("protectedSettings").cloned().unwrap_or(Value::Null),
+                auto_upgrade_minor_version: props
+                    .get("autoUpgradeMinorVersion")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                settings: props
+                    .get("settings")
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({})),
+                protected_settings: props
+                    .get("protectedSettings")
+                    .cloned()
+                    .unwrap_or(Value::Null),
             });
         }
         "Microsoft.Compute/virtualMachines" => {
@@ -249,13 +304,25 @@ fn read_resource(resource: &Value, parent_vm: Option<&str>, index: usize, out: &
 }
 
 fn read_vm(name: &str, tags: BTreeMap<String, String>, props: &Value) -> Result<VmSpec, String> {
-    let text = |pointer: &str| props.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
-    let vm_size = text("/hardwareProfile/vmSize").ok_or("The VM has no properties.hardwareProfile.vmSize.")?;
+    let text = |pointer: &str| {
+        props
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let vm_size = text("/hardwareProfile/vmSize")
+        .ok_or("The VM has no properties.hardwareProfile.vmSize.")?;
     let image = match props.pointer("/storageProfile/imageReference") {
         Some(reference) => match reference.get("id").and_then(Value::as_str) {
             Some(id) => Some(super::world::ImageRef::Id { id: id.to_owned() }),
             None => {
-                let field = |key: &str| reference.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+                let field = |key: &str| {
+                    reference
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                };
                 Some(super::world::ImageRef::Marketplace {
                     publisher: field("publisher"),
                     offer: field("offer"),
@@ -266,14 +333,19 @@ fn read_vm(name: &str, tags: BTreeMap<String, String>, props: &Value) -> Result<
         },
         None => None,
     };
-    let os_disk = props.pointer("/storageProfile/osDisk").cloned().unwrap_or(Value::Null);
+    let os_disk = props
+        .pointer("/storageProfile/osDisk")
+        .cloned()
+        .unwrap_or(Value::Null);
     let os_disk_create_option = os_disk
         .get("createOption")
         .and_then(Value::as_str)
         .unwrap_or("FromImage")
         .to_owned();
     if image.is_none() && !os_disk_create_option.eq_ignore_ascii_case("attach") {
-        return Err("The VM has neither storageProfile.imageReference nor an attached OS disk.".into());
+        return Err(
+            "The VM has neither storageProfile.imageReference nor an attached OS disk.".into(),
+        );
     }
     let nics: Vec<String> = props
         .pointer("/networkProfile/networkInterfaces")
@@ -296,10 +368,21 @@ fn read_vm(name: &str, tags: BTreeMap<String, String>, props: &Value) -> Result<
                 .map(|disk| DataDiskSpec {
                     lun: disk.get("lun").and_then(Value::as_i64).unwrap_or(0),
                     name: disk.get("name").and_then(Value::as_str).map(str::to_owned),
-                    create_option: disk.get("createOption").and_then(Value::as_str).unwrap_or("Empty").to_owned(),
-                    caching: disk.get("caching").and_then(Value::as_str).unwrap_or("None").to_owned(),
+                    create_option: disk
+                        .get("createOption")
+                        .and_then(Value::as_str)
+                        .unwrap_or("Empty")
+                        .to_owned(),
+                    caching: disk
+                        .get("caching")
+                        .and_then(Value::as_str)
+                        .unwrap_or("None")
+                        .to_owned(),
                     size_gb: disk.get("diskSizeGB").and_then(Value::as_i64),
-                    disk_id: disk.pointer("/managedDisk/id").and_then(Value::as_str).map(str::to_owned),
+                    disk_id: disk
+                        .pointer("/managedDisk/id")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
                     storage_type: disk
                         .pointer("/managedDisk/storageAccountType")
                         .and_then(Value::as_str)
@@ -318,16 +401,29 @@ fn read_vm(name: &str, tags: BTreeMap<String, String>, props: &Value) -> Result<
         custom_data: text("/osProfile/customData"),
         windows_configuration: props.pointer("/osProfile/windowsConfiguration").is_some(),
         image,
-        os_disk_name: os_disk.get("name").and_then(Value::as_str).map(str::to_owned),
+        os_disk_name: os_disk
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         os_disk_create_option,
-        os_disk_id: os_disk.pointer("/managedDisk/id").and_then(Value::as_str).map(str::to_owned),
-        os_disk_caching: os_disk.get("caching").and_then(Value::as_str).unwrap_or("ReadWrite").to_owned(),
+        os_disk_id: os_disk
+            .pointer("/managedDisk/id")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        os_disk_caching: os_disk
+            .get("caching")
+            .and_then(Value::as_str)
+            .unwrap_or("ReadWrite")
+            .to_owned(),
         os_disk_size_gb: os_disk.get("diskSizeGB").and_then(Value::as_i64),
         os_disk_storage_type: os_disk
             .pointer("/managedDisk/storageAccountType")
             .and_then(Value::as_str)
             .map(str::to_owned),
-        os_type: os_disk.get("osType").and_then(Value::as_str).map(str::to_owned),
+        os_type: os_disk
+            .get("osType")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         data_disks,
         nics,
     })
@@ -335,7 +431,11 @@ fn read_vm(name: &str, tags: BTreeMap<String, String>, props: &Value) -> Result<
 
 /// The last segment of a resource id (its name).
 pub fn last_segment(id: &str) -> String {
-    id.trim_end_matches('/').rsplit('/').next().unwrap_or(id).to_owned()
+    id.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(id)
+        .to_owned()
 }
 
 fn tags_of(resource: &Value) -> BTreeMap<String, String> {
@@ -344,7 +444,14 @@ fn tags_of(resource: &Value) -> BTreeMap<String, String> {
         .and_then(Value::as_object)
         .map(|tags| {
             tags.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -365,7 +472,11 @@ fn find_expressions(value: &Value, path: String, out: &mut Vec<(String, String)>
                 if key == "resources" {
                     continue;
                 }
-                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
                 find_expressions(item, child, out);
             }
         }
@@ -394,7 +505,11 @@ mod tests {
         let problems = read(&template).unwrap_err();
         assert_eq!(problems.len(), 2);
         assert!(problems[0].message.contains("literal values only"));
-        assert!(problems[1].message.contains("Microsoft.Network/loadBalancers"));
+        assert!(
+            problems[1]
+                .message
+                .contains("Microsoft.Network/loadBalancers")
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ use axum::Router;
 use axum_server::accept::{Accept, DefaultAcceptor};
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpStream;
@@ -77,7 +77,11 @@ fn ca_params() -> CertificateParams {
     name.push(DnType::OrganizationName, "aksup simulator");
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params
 }
 
@@ -105,10 +109,13 @@ impl Pki {
                 path: cert_path.display().to_string(),
                 message,
             };
-            let cert_pem = std::fs::read_to_string(&cert_path).map_err(|e| load_error(e.to_string()))?;
-            let key_pem = std::fs::read_to_string(&key_path).map_err(|e| load_error(e.to_string()))?;
+            let cert_pem =
+                std::fs::read_to_string(&cert_path).map_err(|e| load_error(e.to_string()))?;
+            let key_pem =
+                std::fs::read_to_string(&key_path).map_err(|e| load_error(e.to_string()))?;
             let key = KeyPair::from_pem(&key_pem)?;
-            let der = pem_to_der(&cert_pem).ok_or_else(|| load_error("no CERTIFICATE block".into()))?;
+            let der =
+                pem_to_der(&cert_pem).ok_or_else(|| load_error("no CERTIFICATE block".into()))?;
             return Ok(Self {
                 ca_cert_pem: cert_pem,
                 ca_cert_der: der,
@@ -137,11 +144,20 @@ impl Pki {
     pub fn issue_server(&self) -> Result<IssuedCert, Error> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
-        params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().expect("an IP")));
-        params.subject_alt_names.push(SanType::IpAddress("::1".parse().expect("an IP")));
-        params.distinguished_name.push(DnType::CommonName, "localhost");
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().expect("an IP")));
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("::1".parse().expect("an IP")));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert {
@@ -152,16 +168,27 @@ impl Pki {
     }
 
     /// A TLS client certificate (ECDSA P-256) with subject `CN=<common_name>, O=<organization>`.
-    pub fn issue_client(&self, common_name: &str, organization: Option<&str>) -> Result<IssuedCert, Error> {
+    pub fn issue_client(
+        &self,
+        common_name: &str,
+        organization: Option<&str>,
+    ) -> Result<IssuedCert, Error> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         if let Some(organization) = organization {
-            params.distinguished_name.push(DnType::OrganizationName, organization);
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, organization);
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert {
@@ -177,7 +204,9 @@ impl Pki {
         let key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.self_signed(&key)?;
@@ -194,20 +223,28 @@ impl Pki {
     pub fn server_config(&self, client_auth: bool) -> Result<Arc<rustls::ServerConfig>, Error> {
         let server = self.issue_server()?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
         let builder = if client_auth {
             let mut roots = rustls::RootCertStore::empty();
             roots.add(CertificateDer::from(self.ca_cert_der.clone()))?;
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .allow_unauthenticated()
-                .build()?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()?;
             builder.with_client_cert_verifier(verifier)
         } else {
             builder.with_no_client_auth()
         };
-        let key = pem_to_der_tagged(&server.key_pem, "PRIVATE KEY").expect("rcgen writes PKCS#8 PEM");
+        let key =
+            pem_to_der_tagged(&server.key_pem, "PRIVATE KEY").expect("rcgen writes PKCS#8 PEM");
         let mut config = builder.with_single_cert(
-            vec![CertificateDer::from(server.cert_der), CertificateDer::from(self.ca_cert_der.clone())],
+            vec![
+                CertificateDer::from(server.cert_der),
+                CertificateDer::from(self.ca_cert_der.clone()),
+            ],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
         )?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -267,7 +304,11 @@ pub struct Listener {
 }
 
 /// Serves `router` over HTTPS on `listener` (already bound).
-pub fn serve(listener: std::net::TcpListener, router: Router, config: Arc<rustls::ServerConfig>) -> io::Result<Listener> {
+pub fn serve(
+    listener: std::net::TcpListener,
+    router: Router,
+    config: Arc<rustls::ServerConfig>,
+) -> io::Result<Listener> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
@@ -289,7 +330,10 @@ fn pem_to_der_tagged(pem: &str, tag: &str) -> Option<Vec<u8>> {
     let end = format!("-----END {tag}-----");
     let start = pem.find(&begin)? + begin.len();
     let stop = start + pem[start..].find(&end)?;
-    let body: String = pem[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    let body: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
@@ -365,9 +409,17 @@ mod tests {
     #[test]
     fn client_certificates_carry_their_common_name() {
         let pki = Pki::generate().unwrap();
-        let client = pki.issue_client("masterclient", Some("system:masters")).unwrap();
-        assert_eq!(common_name_of(&client.cert_der).as_deref(), Some("masterclient"));
-        assert_eq!(common_name_of(pki.ca_der()).as_deref(), Some(CA_COMMON_NAME));
+        let client = pki
+            .issue_client("masterclient", Some("system:masters"))
+            .unwrap();
+        assert_eq!(
+            common_name_of(&client.cert_der).as_deref(),
+            Some("masterclient")
+        );
+        assert_eq!(
+            common_name_of(pki.ca_der()).as_deref(),
+            Some(CA_COMMON_NAME)
+        );
     }
 
     #[test]

@@ -221,7 +221,9 @@ impl VirtualMachine {
     }
 
     pub fn is_master(&self) -> bool {
-        self.pool().is_some_and(|p| p.eq_ignore_ascii_case("master")) || self.name.contains("-master-")
+        self.pool()
+            .is_some_and(|p| p.eq_ignore_ascii_case("master"))
+            || self.name.contains("-master-")
     }
 }
 
@@ -383,7 +385,12 @@ pub struct State {
 }
 
 impl State {
-    pub fn new(subscription_id: String, resource_group: String, location: String, identity: Identity) -> Self {
+    pub fn new(
+        subscription_id: String,
+        resource_group: String,
+        location: String,
+        identity: Identity,
+    ) -> Self {
         Self {
             subscription_id,
             resource_group,
@@ -427,7 +434,10 @@ impl State {
     }
 
     pub fn rg_id(&self) -> String {
-        format!("/subscriptions/{}/resourceGroups/{}", self.subscription_id, self.resource_group)
+        format!(
+            "/subscriptions/{}/resourceGroups/{}",
+            self.subscription_id, self.resource_group
+        )
     }
 
     pub fn resource_id(&self, provider_type: &str, name: &str) -> String {
@@ -464,7 +474,9 @@ impl World {
 
     /// Locks the state. Never hold the guard across an `.await`.
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn clock(&self) -> &Clock {
@@ -520,10 +532,11 @@ impl World {
         let change = {
             let mut state = self.lock();
             let unreachable = state.faults.kube_unreachable_without_master()
-                && !state
-                    .virtual_machines
-                    .values()
-                    .any(|vm| vm.is_master() && matches!(vm.boot, Boot::Ready | Boot::Seeded) && vm.provisioning_state != "Deleting");
+                && !state.virtual_machines.values().any(|vm| {
+                    vm.is_master()
+                        && matches!(vm.boot, Boot::Ready | Boot::Seeded)
+                        && vm.provisioning_state != "Deleting"
+                });
             if unreachable != state.kube_unreachable {
                 state.kube_unreachable = unreachable;
                 Some(unreachable)

@@ -17,7 +17,9 @@ pub const DISKS: &str = "2019-07-01";
 pub const RESOURCES: &str = "2019-10-01";
 
 pub fn testdata(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/sim").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/sim")
+        .join(name)
 }
 
 pub fn load(name: &str) -> ApiModel {
@@ -30,7 +32,9 @@ pub async fn start(name: &str, configure: impl FnOnce(&mut SimOptions)) -> Simul
     options.time_scale = 1000.0;
     options.retry_after = Some(1);
     configure(&mut options);
-    Simulator::start(options).await.expect("the simulator starts")
+    Simulator::start(options)
+        .await
+        .expect("the simulator starts")
 }
 
 /// An HTTPS client of the ARM listener.
@@ -52,11 +56,17 @@ pub struct Answer {
 
 impl Answer {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 
     pub fn error_code(&self) -> String {
-        self.body["error"]["code"].as_str().unwrap_or_default().to_owned()
+        self.body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -98,17 +108,27 @@ impl Arm {
             )
             .await;
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-        arm.token = Some(answer.body["access_token"].as_str().expect("a token").to_owned());
+        arm.token = Some(
+            answer.body["access_token"]
+                .as_str()
+                .expect("a token")
+                .to_owned(),
+        );
         arm
     }
 
     /// `subscriptions/{s}/resourceGroups/{rg}/<rest>`.
     pub fn rg(&self, rest: &str) -> String {
-        format!("/subscriptions/{}/resourceGroups/{}/{rest}", self.subscription, self.resource_group)
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/{rest}",
+            self.subscription, self.resource_group
+        )
     }
 
     pub fn vm_path(&self, name: &str) -> String {
-        self.rg(&format!("providers/Microsoft.Compute/virtualMachines/{name}?api-version={COMPUTE}"))
+        self.rg(&format!(
+            "providers/Microsoft.Compute/virtualMachines/{name}?api-version={COMPUTE}"
+        ))
     }
 
     pub fn url(&self, path_or_url: &str) -> String {
@@ -132,7 +152,11 @@ impl Arm {
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer { status, headers, body }
+        Answer {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path_or_url: &str) -> Answer {
@@ -148,7 +172,9 @@ impl Arm {
     }
 
     pub async fn form(&self, url: &str, fields: &[(&str, &str)]) -> Answer {
-        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
         let response = self
             .http
             .post(self.url(url))
@@ -160,7 +186,11 @@ impl Arm {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.json().await.unwrap_or(Value::Null);
-        Answer { status, headers, body }
+        Answer {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Polls an `Azure-AsyncOperation` URL until a terminal status; returns the last body.
@@ -168,7 +198,10 @@ impl Arm {
         for _ in 0..400 {
             let answer = self.get(url).await;
             assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-            let status = answer.body["status"].as_str().unwrap_or_default().to_owned();
+            let status = answer.body["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             if matches!(status.as_str(), "Succeeded" | "Failed" | "Canceled") {
                 return answer.body;
             }
@@ -183,8 +216,14 @@ impl Arm {
         let answer = self
             .put(&path, &json!({"properties": {"mode": "Incremental", "template": template, "parameters": {}}}))
             .await;
-        assert!(answer.status == StatusCode::CREATED || answer.status == StatusCode::OK, "{}", answer.body);
-        let status_url = answer.header("azure-asyncoperation").expect("an Azure-AsyncOperation header");
+        assert!(
+            answer.status == StatusCode::CREATED || answer.status == StatusCode::OK,
+            "{}",
+            answer.body
+        );
+        let status_url = answer
+            .header("azure-asyncoperation")
+            .expect("an Azure-AsyncOperation header");
         self.wait_async(&status_url).await
     }
 
@@ -234,17 +273,20 @@ impl<'a> NodeVm<'a> {
             image: json!({"publisher": "microsoft-aks", "offer": "aks", "sku": "aks-engine-azurestack-ubuntu-2204", "version": "2026.139.1"}),
             data_disks: json!([]),
             custom_data: None,
-            node_block: Some(json!({"kubeletVersion": format!("v{version}"), "role": "agent", "labels": {"agentpool": pool, "kubernetes.io/role": "agent"}})),
+            node_block: Some(
+                json!({"kubeletVersion": format!("v{version}"), "role": "agent", "labels": {"agentpool": pool, "kubernetes.io/role": "agent"}}),
+            ),
         }
     }
 
     pub fn template(&self) -> Value {
         let arm = self.arm;
         let suffix = self.vm.rsplit('-').nth(1).unwrap_or("00000000");
-        let custom_data = self
-            .custom_data
-            .clone()
-            .or_else(|| self.node_block.as_ref().map(aksup::sim::bootstrap::cloud_init_custom_data));
+        let custom_data = self.custom_data.clone().or_else(|| {
+            self.node_block
+                .as_ref()
+                .map(aksup::sim::bootstrap::cloud_init_custom_data)
+        });
         let mut os_profile = json!({"computerName": &self.vm, "adminUsername": "azureuser",
             "linuxConfiguration": {"disablePasswordAuthentication": true}});
         if let Some(data) = custom_data {

@@ -62,7 +62,14 @@ impl IntoResponse for OAuthError {
     }
 }
 
-fn oauth_error(flavor: Flavor, status: StatusCode, error: &'static str, aad: u32, adfs: u32, description: impl Into<String>) -> Response {
+fn oauth_error(
+    flavor: Flavor,
+    status: StatusCode,
+    error: &'static str,
+    aad: u32,
+    adfs: u32,
+    description: impl Into<String>,
+) -> Response {
     OAuthError {
         status,
         error,
@@ -74,9 +81,19 @@ fn oauth_error(flavor: Flavor, status: StatusCode, error: &'static str, aad: u32
 }
 
 /// `POST /{tenant}/oauth2/token`, `/{tenant}/oauth2/v2.0/token`, `/adfs/oauth2/token`.
-pub fn token(app: &ArmApp, flavor: Flavor, tenant: &str, endpoint_path: &str, body: &[u8]) -> Response {
+pub fn token(
+    app: &ArmApp,
+    flavor: Flavor,
+    tenant: &str,
+    endpoint_path: &str,
+    body: &[u8],
+) -> Response {
     let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let (tenant_id, client_id, secret, public_key, certificate_der, audience) = {
         let state = app.world.lock();
         let identity = &state.identity;
@@ -96,7 +113,9 @@ pub fn token(app: &ArmApp, flavor: Flavor, tenant: &str, endpoint_path: &str, bo
             "invalid_request",
             90002,
             0,
-            format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+            format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
         );
     }
     if field("grant_type") != Some("client_credentials") {
@@ -129,9 +148,10 @@ pub fn token(app: &ArmApp, flavor: Flavor, tenant: &str, endpoint_path: &str, bo
         Flavor::AadV2 => field("scope").map(|s| s.trim().trim_end_matches("/.default").to_owned()),
         Flavor::AadV1 | Flavor::Adfs => field("resource").map(str::to_owned),
     };
-    let resource_ok = resource
-        .as_deref()
-        .is_some_and(|r| r.trim_end_matches('/').eq_ignore_ascii_case(audience.trim_end_matches('/')));
+    let resource_ok = resource.as_deref().is_some_and(|r| {
+        r.trim_end_matches('/')
+            .eq_ignore_ascii_case(audience.trim_end_matches('/'))
+    });
     if !resource_ok {
         let requested = resource.unwrap_or_default();
         return match flavor {
@@ -141,7 +161,9 @@ pub fn token(app: &ArmApp, flavor: Flavor, tenant: &str, endpoint_path: &str, bo
                 "invalid_scope",
                 70011,
                 0,
-                format!("The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' ('{requested}/.default') is not valid. The scope must be '{audience}/.default'."),
+                format!(
+                    "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' ('{requested}/.default') is not valid. The scope must be '{audience}/.default'."
+                ),
             ),
             _ => oauth_error(
                 flavor,
@@ -149,7 +171,9 @@ pub fn token(app: &ArmApp, flavor: Flavor, tenant: &str, endpoint_path: &str, bo
                 "invalid_resource",
                 500011,
                 9602,
-                format!("The resource principal named {requested} was not found in the tenant named {tenant}. The token audience of this stamp is {audience}."),
+                format!(
+                    "The resource principal named {requested} was not found in the tenant named {tenant}. The token audience of this stamp is {audience}."
+                ),
             ),
         };
     }
@@ -179,10 +203,22 @@ pub fn token(app: &ArmApp, flavor: Flavor, tenant: &str, endpoint_path: &str, bo
             );
         }
         let endpoint = format!("{}{}", app.base, endpoint_path);
-        if let Err((code, adfs_code, message)) =
-            verify_assertion(flavor, assertion, &client_id, &endpoint, &certificate_der, &public_key)
-        {
-            return oauth_error(flavor, StatusCode::UNAUTHORIZED, "invalid_client", code, adfs_code, message);
+        if let Err((code, adfs_code, message)) = verify_assertion(
+            flavor,
+            assertion,
+            &client_id,
+            &endpoint,
+            &certificate_der,
+            &public_key,
+        ) {
+            return oauth_error(
+                flavor,
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                code,
+                adfs_code,
+                message,
+            );
         }
     } else {
         return oauth_error(
@@ -230,12 +266,23 @@ pub fn token(app: &ArmApp, flavor: Flavor, tenant: &str, endpoint_path: &str, bo
         }),
     };
     let mut response = axum::Json(body).into_response();
-    response.headers_mut().insert("cache-control", "no-store, no-cache".parse().expect("valid"));
-    response.headers_mut().insert("pragma", "no-cache".parse().expect("valid"));
+    response.headers_mut().insert(
+        "cache-control",
+        "no-store, no-cache".parse().expect("valid"),
+    );
+    response
+        .headers_mut()
+        .insert("pragma", "no-cache".parse().expect("valid"));
     response
 }
 
-fn make_token(audience: &str, tenant: &str, client_id: &str, issued: SystemTime, base: &str) -> String {
+fn make_token(
+    audience: &str,
+    tenant: &str,
+    client_id: &str,
+    issued: SystemTime,
+    base: &str,
+) -> String {
     let header = json!({"typ": "JWT", "alg": "RS256", "kid": "aksup-simulator"});
     let iat = unix_seconds(issued);
     let claims = json!({
@@ -269,7 +316,13 @@ fn verify_assertion(
     public_key: &[u8],
 ) -> Result<(), (u32, u32, String)> {
     let parts: Vec<&str> = assertion.split('.').collect();
-    let malformed = || (50027, 9614, "The client assertion is not a well-formed JWT (header.payload.signature).".to_owned());
+    let malformed = || {
+        (
+            50027,
+            9614,
+            "The client assertion is not a well-formed JWT (header.payload.signature).".to_owned(),
+        )
+    };
     if parts.len() != 3 {
         return Err(malformed());
     }
@@ -280,7 +333,10 @@ fn verify_assertion(
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(malformed)?;
     let signature = b64url_decode(parts[2]).ok_or_else(malformed)?;
-    let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let sha1_thumbprint = b64url(&sha1(certificate_der));
     let sha256_thumbprint = b64url(&sha256(certificate_der));
     let x5t = header.get("x5t").and_then(Value::as_str);
@@ -289,7 +345,9 @@ fn verify_assertion(
         (
             700027,
             9622,
-            format!("The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: '{kind}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{client_id}'.]"),
+            format!(
+                "The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: '{kind}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{client_id}'.]"
+            ),
         )
     };
     let algorithm: &'static dyn aws_lc_rs::signature::VerificationAlgorithm = match (flavor, alg) {
@@ -300,7 +358,13 @@ fn verify_assertion(
             &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256
         }
         (Flavor::Adfs, other) => {
-            return Err((0, 9656, format!("The client assertion uses the algorithm '{other}'; AD FS accepts RS256 with an 'x5t' (SHA-1) thumbprint.")));
+            return Err((
+                0,
+                9656,
+                format!(
+                    "The client assertion uses the algorithm '{other}'; AD FS accepts RS256 with an 'x5t' (SHA-1) thumbprint."
+                ),
+            ));
         }
         (_, "PS256") => {
             if x5t_s256.map(|t| t.trim_end_matches('=')) != Some(sha256_thumbprint.as_str()) {
@@ -317,32 +381,69 @@ fn verify_assertion(
             &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256
         }
         (_, other) => {
-            return Err((5002738, 0, format!("The client assertion uses the unsupported algorithm '{other}'; use PS256 with 'x5t#S256' (or RS256).")));
+            return Err((
+                5002738,
+                0,
+                format!(
+                    "The client assertion uses the unsupported algorithm '{other}'; use PS256 with 'x5t#S256' (or RS256)."
+                ),
+            ));
         }
     };
     let signed = format!("{}.{}", parts[0], parts[1]);
     aws_lc_rs::signature::UnparsedPublicKey::new(algorithm, public_key)
         .verify(signed.as_bytes(), &signature)
-        .map_err(|_| (700027, 9622, "Client assertion failed signature validation.".to_owned()))?;
-    let text = |name: &str| claims.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
-    if !text("iss").eq_ignore_ascii_case(client_id) || !text("sub").eq_ignore_ascii_case(client_id) {
+        .map_err(|_| {
+            (
+                700027,
+                9622,
+                "Client assertion failed signature validation.".to_owned(),
+            )
+        })?;
+    let text = |name: &str| {
+        claims
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    if !text("iss").eq_ignore_ascii_case(client_id) || !text("sub").eq_ignore_ascii_case(client_id)
+    {
         return Err((
             700021,
             9622,
-            format!("Client assertion application identifier doesn't match 'client_id' parameter. Review the documentation at https://docs.microsoft.com/en-us/azure/active-directory/develop/active-directory-certificate-credentials (iss '{}', sub '{}').", text("iss"), text("sub")),
+            format!(
+                "Client assertion application identifier doesn't match 'client_id' parameter. Review the documentation at https://docs.microsoft.com/en-us/azure/active-directory/develop/active-directory-certificate-credentials (iss '{}', sub '{}').",
+                text("iss"),
+                text("sub")
+            ),
         ));
     }
     let aud = text("aud");
-    let aud_ok = aud.trim_end_matches('/').eq_ignore_ascii_case(endpoint.trim_end_matches('/'))
-        || aud.trim_end_matches('/').eq_ignore_ascii_case(&endpoint.replace("/v2.0/", "/"));
+    let aud_ok = aud
+        .trim_end_matches('/')
+        .eq_ignore_ascii_case(endpoint.trim_end_matches('/'))
+        || aud
+            .trim_end_matches('/')
+            .eq_ignore_ascii_case(&endpoint.replace("/v2.0/", "/"));
     if !aud_ok {
-        return Err((700023, 9622, format!("Client assertion audience claim does not match Realm issuer. Review the documentation at https://docs.microsoft.com/en-us/azure/active-directory/develop/active-directory-certificate-credentials (aud '{aud}', expected '{endpoint}').")));
+        return Err((
+            700023,
+            9622,
+            format!(
+                "Client assertion audience claim does not match Realm issuer. Review the documentation at https://docs.microsoft.com/en-us/azure/active-directory/develop/active-directory-certificate-credentials (aud '{aud}', expected '{endpoint}')."
+            ),
+        ));
     }
     let now = unix_seconds(SystemTime::now());
     let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
     let nbf = claims.get("nbf").and_then(Value::as_u64).unwrap_or(0);
     if exp + 300 < now || nbf > now + 300 {
-        return Err((700024, 9622, "Client assertion is not within its valid time range.".to_owned()));
+        return Err((
+            700024,
+            9622,
+            "Client assertion is not within its valid time range.".to_owned(),
+        ));
     }
     Ok(())
 }
@@ -361,20 +462,31 @@ pub fn check_bearer(app: &ArmApp, headers: &HeaderMap) -> Result<(), ArmError> {
         )
     };
     let unauthorized = |code: &str, message: String| {
-        ArmError::new(StatusCode::UNAUTHORIZED, code, message).with_header("www-authenticate", challenge.clone())
+        ArmError::new(StatusCode::UNAUTHORIZED, code, message)
+            .with_header("www-authenticate", challenge.clone())
     };
     let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
-        return Err(unauthorized("AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.".into()));
+        return Err(unauthorized(
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.".into(),
+        ));
     };
-    let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) else {
+    let Some(token) = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+    else {
         return Err(unauthorized(
             "AuthenticationFailedInvalidHeader",
-            "Authentication failed. The 'Authorization' header is provided in an invalid format.".into(),
+            "Authentication failed. The 'Authorization' header is provided in an invalid format."
+                .into(),
         ));
     };
     let state = app.world.lock();
     match state.tokens.get(token.trim()) {
-        None => Err(unauthorized("InvalidAuthenticationToken", "The access token is invalid.".into())),
+        None => Err(unauthorized(
+            "InvalidAuthenticationToken",
+            "The access token is invalid.".into(),
+        )),
         Some(issued) if issued.expires < Instant::now() => Err(unauthorized(
             "ExpiredAuthenticationToken",
             "The access token expiry UTC time is earlier than current UTC time.".into(),
@@ -408,9 +520,15 @@ pub fn adfs_openid_configuration(app: &ArmApp) -> Value {
 pub fn aad_openid_configuration(app: &ArmApp, tenant: &str, v2: bool) -> Value {
     let base = &app.base;
     let (token, issuer) = if v2 {
-        (format!("{base}/{tenant}/oauth2/v2.0/token"), format!("{base}/{tenant}/v2.0"))
+        (
+            format!("{base}/{tenant}/oauth2/v2.0/token"),
+            format!("{base}/{tenant}/v2.0"),
+        )
     } else {
-        (format!("{base}/{tenant}/oauth2/token"), format!("{base}/{tenant}/"))
+        (
+            format!("{base}/{tenant}/oauth2/token"),
+            format!("{base}/{tenant}/"),
+        )
     };
     json!({
         "token_endpoint": token,

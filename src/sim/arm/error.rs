@@ -69,7 +69,9 @@ impl ArmError {
         Self::new(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
-            format!("The Resource '{kind}/{name}' under resource group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"),
+            format!(
+                "The Resource '{kind}/{name}' under resource group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+            ),
         )
     }
 
@@ -83,9 +85,10 @@ impl IntoResponse for ArmError {
         let body = json!({"error": self.body()});
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_str(&seconds.to_string()).expect("digits"));
+            response.headers_mut().insert(
+                "retry-after",
+                HeaderValue::from_str(&seconds.to_string()).expect("digits"),
+            );
         }
         for (name, value) in self.headers {
             if let Ok(value) = HeaderValue::from_str(&value) {
@@ -93,9 +96,14 @@ impl IntoResponse for ArmError {
             }
         }
         if self.status == StatusCode::NOT_FOUND || self.status.is_client_error() {
-            response
-                .headers_mut()
-                .insert("x-ms-failure-cause", HeaderValue::from_static(if self.status.as_u16() == 429 { "service" } else { "gateway" }));
+            response.headers_mut().insert(
+                "x-ms-failure-cause",
+                HeaderValue::from_static(if self.status.as_u16() == 429 {
+                    "service"
+                } else {
+                    "gateway"
+                }),
+            );
         }
         response
     }

@@ -78,7 +78,8 @@ async fn observe(State(app): State<Arc<ArmApp>>, request: Request, next: Next) -
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or_default().to_owned();
-    let correlation = header(request.headers(), "x-ms-correlation-request-id").unwrap_or_else(new_uuid);
+    let correlation =
+        header(request.headers(), "x-ms-correlation-request-id").unwrap_or_else(new_uuid);
     let client_request = header(request.headers(), "x-ms-client-request-id");
     let time = app.world.now();
     let mut response = next.run(request).await;
@@ -91,7 +92,13 @@ async fn observe(State(app): State<Arc<ArmApp>>, request: Request, next: Next) -
     };
     set("x-ms-request-id", request_id.clone());
     set("x-ms-correlation-request-id", correlation);
-    set("x-ms-routing-request-id", format!("LOCAL:{}:{request_id}", super::util::unix_seconds(std::time::SystemTime::now())));
+    set(
+        "x-ms-routing-request-id",
+        format!(
+            "LOCAL:{}:{request_id}",
+            super::util::unix_seconds(std::time::SystemTime::now())
+        ),
+    );
     if let Some(client) = client_request {
         set("x-ms-client-request-id", client);
     }
@@ -124,32 +131,49 @@ impl ArmApp {
         let hour = self.world.clock().elapsed().as_secs() / 3600;
         let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         if limits.hour != hour {
-            *limits = RateWindow { hour, ..RateWindow::default() };
+            *limits = RateWindow {
+                hour,
+                ..RateWindow::default()
+            };
         }
         match *method {
             Method::GET | Method::HEAD => {
                 limits.reads += 1;
-                ("x-ms-ratelimit-remaining-subscription-reads", 12_000u64.saturating_sub(limits.reads))
+                (
+                    "x-ms-ratelimit-remaining-subscription-reads",
+                    12_000u64.saturating_sub(limits.reads),
+                )
             }
             Method::DELETE => {
                 limits.deletes += 1;
-                ("x-ms-ratelimit-remaining-subscription-deletes", 15_000u64.saturating_sub(limits.deletes))
+                (
+                    "x-ms-ratelimit-remaining-subscription-deletes",
+                    15_000u64.saturating_sub(limits.deletes),
+                )
             }
             _ => {
                 limits.writes += 1;
-                ("x-ms-ratelimit-remaining-subscription-writes", 1_200u64.saturating_sub(limits.writes))
+                (
+                    "x-ms-ratelimit-remaining-subscription-writes",
+                    1_200u64.saturating_sub(limits.writes),
+                )
             }
         }
     }
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 fn tagged(endpoint: &str, response: impl IntoResponse) -> Response {
     let mut response = response.into_response();
-    response.extensions_mut().insert(Endpoint(endpoint.to_owned()));
+    response
+        .extensions_mut()
+        .insert(Endpoint(endpoint.to_owned()));
     response
 }
 
@@ -181,7 +205,11 @@ async fn dispatch(State(app): State<Arc<ArmApp>>, request: Request) -> Response 
         Err(_) => {
             return tagged(
                 "(body too large)",
-                ArmError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", "The request body is larger than 16 MiB."),
+                ArmError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    "The request body is larger than 16 MiB.",
+                ),
             );
         }
     };
@@ -190,7 +218,7 @@ async fn dispatch(State(app): State<Arc<ArmApp>>, request: Request) -> Response 
         .path()
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_decode(s))
+        .map(percent_decode)
         .collect();
     let call = Call {
         method: parts.method.clone(),
@@ -222,20 +250,36 @@ fn route(app: &ArmApp, call: &Call) -> Response {
             "POST /adfs/oauth2/token",
             auth::token(app, Flavor::Adfs, "adfs", "/adfs/oauth2/token", &call.body),
         ),
-        ["adfs", ".well-known", "openid-configuration"] if get => {
-            tagged("GET /adfs/.well-known/openid-configuration", Json(auth::adfs_openid_configuration(app)))
-        }
+        ["adfs", ".well-known", "openid-configuration"] if get => tagged(
+            "GET /adfs/.well-known/openid-configuration",
+            Json(auth::adfs_openid_configuration(app)),
+        ),
         ["common", "discovery", "instance"] if get => {
             let tenant = app.world.lock().identity.tenant_id.clone();
-            tagged("GET /common/discovery/instance", Json(auth::instance_discovery(app, &tenant)))
+            tagged(
+                "GET /common/discovery/instance",
+                Json(auth::instance_discovery(app, &tenant)),
+            )
         }
         [_, "oauth2", "token"] if post => tagged(
             "POST /{tenant}/oauth2/token",
-            auth::token(app, Flavor::AadV1, &call.segments[0], &format!("/{}/oauth2/token", call.segments[0]), &call.body),
+            auth::token(
+                app,
+                Flavor::AadV1,
+                &call.segments[0],
+                &format!("/{}/oauth2/token", call.segments[0]),
+                &call.body,
+            ),
         ),
         [_, "oauth2", "v2.0", "token"] if post => tagged(
             "POST /{tenant}/oauth2/v2.0/token",
-            auth::token(app, Flavor::AadV2, &call.segments[0], &format!("/{}/oauth2/v2.0/token", call.segments[0]), &call.body),
+            auth::token(
+                app,
+                Flavor::AadV2,
+                &call.segments[0],
+                &format!("/{}/oauth2/v2.0/token", call.segments[0]),
+                &call.body,
+            ),
         ),
         [_, "v2.0", ".well-known", "openid-configuration"] if get => tagged(
             "GET /{tenant}/v2.0/.well-known/openid-configuration",
@@ -243,17 +287,27 @@ fn route(app: &ArmApp, call: &Call) -> Response {
         ),
         [_, ".well-known", "openid-configuration"] if get => tagged(
             "GET /{tenant}/.well-known/openid-configuration",
-            Json(auth::aad_openid_configuration(app, &call.segments[0], false)),
+            Json(auth::aad_openid_configuration(
+                app,
+                &call.segments[0],
+                false,
+            )),
         ),
         ["_sim", ..] => sim_control(app, call),
         ["subscriptions", ..] => match auth::check_bearer(app, &call.headers) {
-            Err(error) => tagged(&format!("{} /subscriptions/** (unauthenticated)", call.method), error),
+            Err(error) => tagged(
+                &format!("{} /subscriptions/** (unauthenticated)", call.method),
+                error,
+            ),
             Ok(()) => {
                 let path = format!("/{}", call.segments.join("/"));
                 let fault = {
                     let scale = app.world.clock().scale();
                     let now = app.world.clock().elapsed();
-                    app.world.lock().faults.on_request(call.method.as_str(), &path, now, scale)
+                    app.world
+                        .lock()
+                        .faults
+                        .on_request(call.method.as_str(), &path, now, scale)
                 };
                 let (endpoint, response) = arm(app, call);
                 match fault {
@@ -267,7 +321,11 @@ fn route(app: &ArmApp, call: &Call) -> Response {
             ArmError::new(
                 StatusCode::NOT_FOUND,
                 "NotFound",
-                format!("The simulator does not serve {} /{}.", call.method, call.segments.join("/")),
+                format!(
+                    "The simulator does not serve {} /{}.",
+                    call.method,
+                    call.segments.join("/")
+                ),
             ),
         ),
     }
@@ -307,13 +365,22 @@ fn fault_response(app: &ArmApp, fault: RequestFault) -> Response {
 }
 
 fn metadata(app: &ArmApp, call: &Call) -> Response {
-    const VERSIONS: &[&str] = &["1.0", "2015-01-01", "2019-05-01", "2020-06-01", "2022-09-01"];
+    const VERSIONS: &[&str] = &[
+        "1.0",
+        "2015-01-01",
+        "2019-05-01",
+        "2020-06-01",
+        "2022-09-01",
+    ];
     match call.query("api-version") {
         Some(version) if VERSIONS.contains(&version) => {}
         Some(version) => {
             return ArmError::bad_request(
                 "InvalidApiVersionParameter",
-                format!("The api-version '{version}' is invalid. The supported versions are '{}'.", VERSIONS.join(",")),
+                format!(
+                    "The api-version '{version}' is invalid. The supported versions are '{}'.",
+                    VERSIONS.join(",")
+                ),
             )
             .into_response();
         }
@@ -365,13 +432,20 @@ fn supported(profile: Profile, family: Family) -> &'static [&'static str] {
     }
 }
 
-fn check_version(app: &ArmApp, call: &Call, family: Family, resource_type: &str) -> Result<(), ArmError> {
+fn check_version(
+    app: &ArmApp,
+    call: &Call,
+    family: Family,
+    resource_type: &str,
+) -> Result<(), ArmError> {
     let (profile, location) = {
         let state = app.world.lock();
         (state.profile, state.location.clone())
     };
     let versions = supported(profile, family);
-    let Some(version) = call.query("api-version") else { return Err(missing_api_version()) };
+    let Some(version) = call.query("api-version") else {
+        return Err(missing_api_version());
+    };
     if versions.contains(&version) {
         return Ok(());
     }
@@ -412,14 +486,21 @@ fn arm(app: &ArmApp, call: &Call) -> (String, Response) {
         let state = app.world.lock();
         (state.subscription_id.clone(), state.resource_group.clone())
     };
-    if !s[1..].is_empty() || l.len() > 1 {
-        if !s.get(1).is_some_and(|given| given.eq_ignore_ascii_case(&subscription)) {
+    if (!s[1..].is_empty() || l.len() > 1)
+        && !s
+            .get(1)
+            .is_some_and(|given| given.eq_ignore_ascii_case(&subscription))
+    {
+        {
             return (
                 format!("{m} /subscriptions/{{subscriptionId}}/**"),
                 ArmError::new(
                     StatusCode::NOT_FOUND,
                     "SubscriptionNotFound",
-                    format!("The subscription '{}' could not be found.", s.get(1).cloned().unwrap_or_default()),
+                    format!(
+                        "The subscription '{}' could not be found.",
+                        s.get(1).cloned().unwrap_or_default()
+                    ),
                 )
                 .into_response(),
             );
@@ -443,12 +524,29 @@ fn arm(app: &ArmApp, call: &Call) -> (String, Response) {
     let endpoint = |suffix: &str| format!("{m} {suffix}");
     let compute = "/providers/Microsoft.Compute";
     match rest {
-        [] if m == "GET" => (endpoint("/subscriptions/{subscriptionId}"), subscription_get(app, call)),
+        [] if m == "GET" => (
+            endpoint("/subscriptions/{subscriptionId}"),
+            subscription_get(app, call),
+        ),
         ["resourcegroups", _] if m == "GET" => (endpoint(RG), resource_group_get(app, call)),
-        ["resourcegroups", _, "providers", "microsoft.compute", "virtualmachines"] if m == "GET" => {
-            (endpoint(&format!("{RG}{compute}/virtualMachines")), vm_list(app, call))
-        }
-        ["resourcegroups", _, "providers", "microsoft.compute", "virtualmachines", _] => {
+        [
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.compute",
+            "virtualmachines",
+        ] if m == "GET" => (
+            endpoint(&format!("{RG}{compute}/virtualMachines")),
+            vm_list(app, call),
+        ),
+        [
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.compute",
+            "virtualmachines",
+            _,
+        ] => {
             let name = &s[7];
             let e = endpoint(&format!("{RG}{compute}/virtualMachines/{{vmName}}"));
             match m {
@@ -457,97 +555,269 @@ fn arm(app: &ArmApp, call: &Call) -> (String, Response) {
                 _ => (e, method_not_allowed(call)),
             }
         }
-        ["resourcegroups", _, "providers", "microsoft.compute", "virtualmachines", _, "instanceview"] if m == "GET" => (
-            endpoint(&format!("{RG}{compute}/virtualMachines/{{vmName}}/instanceView")),
+        [
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.compute",
+            "virtualmachines",
+            _,
+            "instanceview",
+        ] if m == "GET" => (
+            endpoint(&format!(
+                "{RG}{compute}/virtualMachines/{{vmName}}/instanceView"
+            )),
             vm_instance_view(app, call, &s[7]),
         ),
-        ["resourcegroups", _, "providers", "microsoft.network", "networkinterfaces"] if m == "GET" => (
-            endpoint(&format!("{RG}/providers/Microsoft.Network/networkInterfaces")),
+        [
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.network",
+            "networkinterfaces",
+        ] if m == "GET" => (
+            endpoint(&format!(
+                "{RG}/providers/Microsoft.Network/networkInterfaces"
+            )),
             simple_list(app, call, Family::Network, "networkInterfaces", |state| {
-                state.network_interfaces.values().map(|n| render::network_interface(state, n)).collect()
+                state
+                    .network_interfaces
+                    .values()
+                    .map(|n| render::network_interface(state, n))
+                    .collect()
             }),
         ),
-        ["resourcegroups", _, "providers", "microsoft.network", "networkinterfaces", _] => {
-            let e = endpoint(&format!("{RG}/providers/Microsoft.Network/networkInterfaces/{{networkInterfaceName}}"));
+        [
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.network",
+            "networkinterfaces",
+            _,
+        ] => {
+            let e = endpoint(&format!(
+                "{RG}/providers/Microsoft.Network/networkInterfaces/{{networkInterfaceName}}"
+            ));
             match m {
                 "GET" => (e, nic_get(app, call, &s[7])),
-                "DELETE" => (e, delete(app, call, Family::Network, "networkInterfaces", &s[7], lifecycle::delete_nic)),
+                "DELETE" => (
+                    e,
+                    delete(
+                        app,
+                        call,
+                        Family::Network,
+                        "networkInterfaces",
+                        &s[7],
+                        lifecycle::delete_nic,
+                    ),
+                ),
                 _ => (e, method_not_allowed(call)),
             }
         }
-        ["resourcegroups", _, "providers", "microsoft.compute", "disks"] if m == "GET" => (
+        [
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.compute",
+            "disks",
+        ] if m == "GET" => (
             endpoint(&format!("{RG}{compute}/disks")),
             simple_list(app, call, Family::Disks, "disks", |state| {
-                state.disks.values().map(|d| render::disk(state, d)).collect()
+                state
+                    .disks
+                    .values()
+                    .map(|d| render::disk(state, d))
+                    .collect()
             }),
         ),
-        ["resourcegroups", _, "providers", "microsoft.compute", "disks", _] => {
+        [
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.compute",
+            "disks",
+            _,
+        ] => {
             let e = endpoint(&format!("{RG}{compute}/disks/{{diskName}}"));
             match m {
                 "GET" => (e, disk_get(app, call, &s[7])),
-                "DELETE" => (e, delete(app, call, Family::Disks, "disks", &s[7], lifecycle::delete_disk)),
+                "DELETE" => (
+                    e,
+                    delete(
+                        app,
+                        call,
+                        Family::Disks,
+                        "disks",
+                        &s[7],
+                        lifecycle::delete_disk,
+                    ),
+                ),
                 _ => (e, method_not_allowed(call)),
             }
         }
-        ["resourcegroups", _, "providers", "microsoft.compute", "availabilitysets"] if m == "GET" => (
+        [
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.compute",
+            "availabilitysets",
+        ] if m == "GET" => (
             endpoint(&format!("{RG}{compute}/availabilitySets")),
             simple_list(app, call, Family::Compute, "availabilitySets", |state| {
-                state.availability_sets.values().map(|a| render::availability_set(state, a)).collect()
+                state
+                    .availability_sets
+                    .values()
+                    .map(|a| render::availability_set(state, a))
+                    .collect()
             }),
         ),
-        ["resourcegroups", _, "providers", "microsoft.compute", "availabilitysets", _] if m == "GET" => (
-            endpoint(&format!("{RG}{compute}/availabilitySets/{{availabilitySetName}}")),
+        [
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.compute",
+            "availabilitysets",
+            _,
+        ] if m == "GET" => (
+            endpoint(&format!(
+                "{RG}{compute}/availabilitySets/{{availabilitySetName}}"
+            )),
             availability_set_get(app, call, &s[7]),
         ),
-        ["resourcegroups", _, "providers", "microsoft.resources", "deployments", _] => {
-            let e = endpoint(&format!("{RG}/providers/Microsoft.Resources/deployments/{{deploymentName}}"));
+        [
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.resources",
+            "deployments",
+            _,
+        ] => {
+            let e = endpoint(&format!(
+                "{RG}/providers/Microsoft.Resources/deployments/{{deploymentName}}"
+            ));
             match m {
                 "PUT" => (e, deployment_put(app, call, &s[7])),
                 "GET" => (e, deployment_get(app, call, &s[7])),
                 _ => (e, method_not_allowed(call)),
             }
         }
-        ["resourcegroups", _, "providers", "microsoft.resources", "deployments", _, "operationstatuses", _] if m == "GET" => (
-            endpoint(&format!("{RG}/providers/Microsoft.Resources/deployments/{{deploymentName}}/operationStatuses/{{operationId}}")),
+        [
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.resources",
+            "deployments",
+            _,
+            "operationstatuses",
+            _,
+        ] if m == "GET" => (
+            endpoint(&format!(
+                "{RG}/providers/Microsoft.Resources/deployments/{{deploymentName}}/operationStatuses/{{operationId}}"
+            )),
             deployment_operation_status(app, call, &s[7], &s[9], false),
         ),
-        ["resourcegroups", _, "providers", "microsoft.resources", "deployments", _, "operationresults", _] if m == "GET" => (
-            endpoint(&format!("{RG}/providers/Microsoft.Resources/deployments/{{deploymentName}}/operationResults/{{operationId}}")),
+        [
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.resources",
+            "deployments",
+            _,
+            "operationresults",
+            _,
+        ] if m == "GET" => (
+            endpoint(&format!(
+                "{RG}/providers/Microsoft.Resources/deployments/{{deploymentName}}/operationResults/{{operationId}}"
+            )),
             deployment_operation_status(app, call, &s[7], &s[9], true),
         ),
         ["resourcegroups", _, "deployments", _, "operations"] if m == "GET" => (
             endpoint(&format!("{RG}/deployments/{{deploymentName}}/operations")),
             deployment_operations(app, call, &s[5]),
         ),
-        ["resourcegroups", _, "providers", "microsoft.resources", "deployments", _, "operations"] if m == "GET" => (
-            endpoint(&format!("{RG}/providers/Microsoft.Resources/deployments/{{deploymentName}}/operations")),
+        [
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.resources",
+            "deployments",
+            _,
+            "operations",
+        ] if m == "GET" => (
+            endpoint(&format!(
+                "{RG}/providers/Microsoft.Resources/deployments/{{deploymentName}}/operations"
+            )),
             deployment_operations(app, call, &s[7]),
         ),
-        ["providers", "microsoft.compute", "locations", _, "publishers", _, "artifacttypes", "vmimage", "offers", _, "skus", _, "versions", _]
-            if m == "GET" =>
-        {
-            (
-                endpoint("/subscriptions/{subscriptionId}/providers/Microsoft.Compute/locations/{location}/publishers/{publisherName}/artifacttypes/vmimage/offers/{offer}/skus/{skus}/versions/{version}"),
-                image_get(app, call, &s[5], &s[7], &s[11], &s[13], Some(&s[15])),
-            )
-        }
-        ["providers", "microsoft.compute", "locations", _, "publishers", _, "artifacttypes", "vmimage", "offers", _, "skus", _, "versions"]
-            if m == "GET" =>
-        {
-            (
-                endpoint("/subscriptions/{subscriptionId}/providers/Microsoft.Compute/locations/{location}/publishers/{publisherName}/artifacttypes/vmimage/offers/{offer}/skus/{skus}/versions"),
-                image_get(app, call, &s[5], &s[7], &s[11], &s[13], None),
-            )
-        }
-        ["providers", provider @ ("microsoft.compute" | "microsoft.network"), "locations", _, kind @ ("operations" | "operationresults"), _]
-            if m == "GET" =>
-        {
-            let family = if *provider == "microsoft.compute" { Family::Compute } else { Family::Network };
-            let provider_name = if family == Family::Compute { "Microsoft.Compute" } else { "Microsoft.Network" };
-            let kind_name = if *kind == "operations" { "operations" } else { "operationResults" };
+        [
+            "providers",
+            "microsoft.compute",
+            "locations",
+            _,
+            "publishers",
+            _,
+            "artifacttypes",
+            "vmimage",
+            "offers",
+            _,
+            "skus",
+            _,
+            "versions",
+            _,
+        ] if m == "GET" => (
+            endpoint(
+                "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/locations/{location}/publishers/{publisherName}/artifacttypes/vmimage/offers/{offer}/skus/{skus}/versions/{version}",
+            ),
+            image_get(app, call, &s[5], &s[7], &s[11], &s[13], Some(&s[15])),
+        ),
+        [
+            "providers",
+            "microsoft.compute",
+            "locations",
+            _,
+            "publishers",
+            _,
+            "artifacttypes",
+            "vmimage",
+            "offers",
+            _,
+            "skus",
+            _,
+            "versions",
+        ] if m == "GET" => (
+            endpoint(
+                "/subscriptions/{subscriptionId}/providers/Microsoft.Compute/locations/{location}/publishers/{publisherName}/artifacttypes/vmimage/offers/{offer}/skus/{skus}/versions",
+            ),
+            image_get(app, call, &s[5], &s[7], &s[11], &s[13], None),
+        ),
+        [
+            "providers",
+            provider @ ("microsoft.compute" | "microsoft.network"),
+            "locations",
+            _,
+            kind @ ("operations" | "operationresults"),
+            _,
+        ] if m == "GET" => {
+            let family = if *provider == "microsoft.compute" {
+                Family::Compute
+            } else {
+                Family::Network
+            };
+            let provider_name = if family == Family::Compute {
+                "Microsoft.Compute"
+            } else {
+                "Microsoft.Network"
+            };
+            let kind_name = if *kind == "operations" {
+                "operations"
+            } else {
+                "operationResults"
+            };
             let as_location = *kind == "operationresults" || call.query("monitor") == Some("true");
             (
-                endpoint(&format!("/subscriptions/{{subscriptionId}}/providers/{provider_name}/locations/{{location}}/{kind_name}/{{operationId}}")),
+                endpoint(&format!(
+                    "/subscriptions/{{subscriptionId}}/providers/{provider_name}/locations/{{location}}/{kind_name}/{{operationId}}"
+                )),
                 operation_get(app, call, family, &s[7], as_location),
             )
         }
@@ -556,7 +826,10 @@ fn arm(app: &ArmApp, call: &Call) -> (String, Response) {
             ArmError::new(
                 StatusCode::NOT_FOUND,
                 "InvalidResourceType",
-                format!("The resource type or path '{}' is not served by the simulator.", s.join("/")),
+                format!(
+                    "The resource type or path '{}' is not served by the simulator.",
+                    s.join("/")
+                ),
             )
             .into_response(),
         ),
@@ -567,7 +840,10 @@ fn method_not_allowed(call: &Call) -> Response {
     ArmError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "MethodNotAllowed",
-        format!("The simulator does not serve {} on this resource.", call.method),
+        format!(
+            "The simulator does not serve {} on this resource.",
+            call.method
+        ),
     )
     .into_response()
 }
@@ -608,15 +884,23 @@ fn page_link(app: &ArmApp, call: &Call, skip: usize) -> String {
         .cloned()
         .collect();
     query.push(("$skiptoken".to_owned(), skip.to_string()));
-    let encoded = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
+    let encoded = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(query)
+        .finish();
     format!("{}/{}?{}", app.base, call.segments.join("/"), encoded)
 }
 
 fn paged(app: &ArmApp, call: &Call, items: Vec<Value>) -> Response {
     let page_size = app.world.lock().page_size.max(1);
-    let skip: usize = call.query("$skiptoken").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let skip: usize = call
+        .query("$skiptoken")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
     let end = (skip + page_size).min(items.len());
-    let page: Vec<Value> = items.get(skip..end).map(<[Value]>::to_vec).unwrap_or_default();
+    let page: Vec<Value> = items
+        .get(skip..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
     let mut body = json!({"value": page});
     if end < items.len() {
         body["nextLink"] = json!(page_link(app, call, end));
@@ -638,7 +922,13 @@ fn vm_list(app: &ArmApp, call: &Call) -> Response {
     paged(app, call, items)
 }
 
-fn simple_list(app: &ArmApp, call: &Call, family: Family, kind: &str, items: impl Fn(&super::world::State) -> Vec<Value>) -> Response {
+fn simple_list(
+    app: &ArmApp,
+    call: &Call,
+    family: Family,
+    kind: &str,
+    items: impl Fn(&super::world::State) -> Vec<Value>,
+) -> Response {
     checked!(app, call, family, kind);
     let items = items(&app.world.lock());
     paged(app, call, items)
@@ -651,7 +941,9 @@ fn not_found(app: &ArmApp, kind: &str, name: &str) -> Response {
 
 fn vm_get(app: &ArmApp, call: &Call, name: &str) -> Response {
     checked!(app, call, Family::Compute, "virtualMachines");
-    let expand = call.query("$expand").is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
+    let expand = call
+        .query("$expand")
+        .is_some_and(|e| e.eq_ignore_ascii_case("instanceView"));
     let now = app.world.now();
     let state = app.world.lock();
     match state.vm(name) {
@@ -677,12 +969,26 @@ fn vm_instance_view(app: &ArmApp, call: &Call, name: &str) -> Response {
 }
 
 fn vm_delete(app: &ArmApp, call: &Call, name: &str) -> Response {
-    delete(app, call, Family::Compute, "virtualMachines", name, lifecycle::delete_vm)
+    delete(
+        app,
+        call,
+        Family::Compute,
+        "virtualMachines",
+        name,
+        lifecycle::delete_vm,
+    )
 }
 
 type DeleteFn = fn(&World, &str) -> Result<Option<String>, ArmError>;
 
-fn delete(app: &ArmApp, call: &Call, family: Family, kind: &str, name: &str, start: DeleteFn) -> Response {
+fn delete(
+    app: &ArmApp,
+    call: &Call,
+    family: Family,
+    kind: &str,
+    name: &str,
+    start: DeleteFn,
+) -> Response {
     checked!(app, call, family, kind);
     match start(&app.world, name) {
         Err(error) => error.into_response(),
@@ -698,8 +1004,15 @@ fn accepted(app: &ArmApp, call: &Call, family: Family, op: &str) -> Response {
         (state.subscription_id.clone(), state.location.clone())
     };
     let version = call.query("api-version").unwrap_or_default();
-    let provider = if family == Family::Network { "Microsoft.Network" } else { "Microsoft.Compute" };
-    let base = format!("{}/subscriptions/{subscription}/providers/{provider}/locations/{location}", app.base);
+    let provider = if family == Family::Network {
+        "Microsoft.Network"
+    } else {
+        "Microsoft.Compute"
+    };
+    let base = format!(
+        "{}/subscriptions/{subscription}/providers/{provider}/locations/{location}",
+        app.base
+    );
     let (status_url, location_url) = if family == Family::Network {
         (
             format!("{base}/operations/{op}?api-version={version}"),
@@ -726,15 +1039,24 @@ fn accepted(app: &ArmApp, call: &Call, family: Family, op: &str) -> Response {
     response
 }
 
-fn operation_get(app: &ArmApp, call: &Call, family: Family, id: &str, as_location: bool) -> Response {
+fn operation_get(
+    app: &ArmApp,
+    call: &Call,
+    family: Family,
+    id: &str,
+    as_location: bool,
+) -> Response {
     // Compute operations also track disk deletes, polled with the disks api-version.
-    if !(family == Family::Compute && check_version(app, call, Family::Disks, "locations/operations").is_ok()) {
+    if !(family == Family::Compute
+        && check_version(app, call, Family::Disks, "locations/operations").is_ok())
+    {
         checked!(app, call, family, "locations/operations");
     }
     let state = app.world.lock();
     let Some(op) = state.operations.get(id).filter(|op| {
         let provider = op.kind.provider();
-        (family == Family::Compute && provider == "Microsoft.Compute") || (family == Family::Network && provider == "Microsoft.Network")
+        (family == Family::Compute && provider == "Microsoft.Compute")
+            || (family == Family::Network && provider == "Microsoft.Network")
     }) else {
         return ArmError::new(
             StatusCode::NOT_FOUND,
@@ -747,27 +1069,42 @@ fn operation_get(app: &ArmApp, call: &Call, family: Family, id: &str, as_locatio
         return match op.status.as_str() {
             "InProgress" => {
                 let mut response = StatusCode::ACCEPTED.into_response();
-                let url = format!("{}/{}?{}", app.base, call.segments.join("/"), url::form_urlencoded::Serializer::new(String::new()).extend_pairs(call.query.clone()).finish());
+                let url = format!(
+                    "{}/{}?{}",
+                    app.base,
+                    call.segments.join("/"),
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(call.query.clone())
+                        .finish()
+                );
                 if let Ok(value) = HeaderValue::from_str(&url) {
                     response.headers_mut().insert("location", value);
                 }
-                response
-                    .headers_mut()
-                    .insert("retry-after", HeaderValue::from_str(&app.retry_after.to_string()).expect("digits"));
+                response.headers_mut().insert(
+                    "retry-after",
+                    HeaderValue::from_str(&app.retry_after.to_string()).expect("digits"),
+                );
                 response
             }
             "Succeeded" => StatusCode::NO_CONTENT.into_response(),
             _ => {
-                let error = op.error.clone().unwrap_or_else(|| json!({"code": "OperationFailed", "message": "The operation failed."}));
-                (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": error}))).into_response()
+                let error = op.error.clone().unwrap_or_else(
+                    || json!({"code": "OperationFailed", "message": "The operation failed."}),
+                );
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({"error": error})),
+                )
+                    .into_response()
             }
         };
     }
     let mut response = Json(render::operation_status(op, None)).into_response();
     if op.status == "InProgress" {
-        response
-            .headers_mut()
-            .insert("retry-after", HeaderValue::from_str(&app.retry_after.to_string()).expect("digits"));
+        response.headers_mut().insert(
+            "retry-after",
+            HeaderValue::from_str(&app.retry_after.to_string()).expect("digits"),
+        );
     }
     response
 }
@@ -827,15 +1164,32 @@ fn deployment_put(app: &ArmApp, call: &Call, name: &str) -> Response {
     let (body, subscription, rg) = {
         let state = app.world.lock();
         let deployment = &state.deployments[&name.to_ascii_lowercase()];
-        (render::deployment(&state, deployment), state.subscription_id.clone(), state.resource_group.clone())
+        (
+            render::deployment(&state, deployment),
+            state.subscription_id.clone(),
+            state.resource_group.clone(),
+        )
     };
     let version = call.query("api-version").unwrap_or_default();
-    let base = format!("{}/subscriptions/{subscription}/resourcegroups/{rg}/providers/Microsoft.Resources/deployments/{name}", app.base);
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let base = format!(
+        "{}/subscriptions/{subscription}/resourcegroups/{rg}/providers/Microsoft.Resources/deployments/{name}",
+        app.base
+    );
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let mut response = (status, Json(body)).into_response();
     for (header, value) in [
-        ("azure-asyncoperation", format!("{base}/operationStatuses/{op}?api-version={version}")),
-        ("location", format!("{base}/operationResults/{op}?api-version={version}")),
+        (
+            "azure-asyncoperation",
+            format!("{base}/operationStatuses/{op}?api-version={version}"),
+        ),
+        (
+            "location",
+            format!("{base}/operationResults/{op}?api-version={version}"),
+        ),
         ("retry-after", app.retry_after.to_string()),
     ] {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -859,13 +1213,30 @@ fn deployment_get(app: &ArmApp, call: &Call, name: &str) -> Response {
     }
 }
 
-fn deployment_operation_status(app: &ArmApp, call: &Call, name: &str, id: &str, as_location: bool) -> Response {
-    checked!(app, call, Family::Resources, "deployments/operationStatuses");
+fn deployment_operation_status(
+    app: &ArmApp,
+    call: &Call,
+    name: &str,
+    id: &str,
+    as_location: bool,
+) -> Response {
+    checked!(
+        app,
+        call,
+        Family::Resources,
+        "deployments/operationStatuses"
+    );
     let state = app.world.lock();
     let deployment = state.deployments.get(&name.to_ascii_lowercase());
-    let Some(op) = state.operations.get(id).filter(|op| op.kind == OperationKind::Deployment && op.resource.eq_ignore_ascii_case(name)) else {
-        return ArmError::new(StatusCode::NOT_FOUND, "NotFound", format!("The operation '{id}' of deployment '{name}' was not found."))
-            .into_response();
+    let Some(op) = state.operations.get(id).filter(|op| {
+        op.kind == OperationKind::Deployment && op.resource.eq_ignore_ascii_case(name)
+    }) else {
+        return ArmError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("The operation '{id}' of deployment '{name}' was not found."),
+        )
+        .into_response();
     };
     // A later PUT of the same name replaced the deployment: the old operation's own status stands.
     let current = deployment.filter(|d| d.operation_id == op.id);
@@ -873,9 +1244,10 @@ fn deployment_operation_status(app: &ArmApp, call: &Call, name: &str, id: &str, 
     if as_location {
         if running {
             let mut response = StatusCode::ACCEPTED.into_response();
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_str(&app.retry_after.to_string()).expect("digits"));
+            response.headers_mut().insert(
+                "retry-after",
+                HeaderValue::from_str(&app.retry_after.to_string()).expect("digits"),
+            );
             return response;
         }
         return match current {
@@ -883,11 +1255,16 @@ fn deployment_operation_status(app: &ArmApp, call: &Call, name: &str, id: &str, 
             None => StatusCode::NO_CONTENT.into_response(),
         };
     }
-    let mut response = Json(render::operation_status(op, current.map(|d| d.provisioning_state.as_str()))).into_response();
+    let mut response = Json(render::operation_status(
+        op,
+        current.map(|d| d.provisioning_state.as_str()),
+    ))
+    .into_response();
     if running {
-        response
-            .headers_mut()
-            .insert("retry-after", HeaderValue::from_str(&app.retry_after.to_string()).expect("digits"));
+        response.headers_mut().insert(
+            "retry-after",
+            HeaderValue::from_str(&app.retry_after.to_string()).expect("digits"),
+        );
     }
     response
 }
@@ -913,16 +1290,33 @@ fn deployment_operations(app: &ArmApp, call: &Call, name: &str) -> Response {
     paged(app, call, items)
 }
 
-fn image_get(app: &ArmApp, call: &Call, location: &str, publisher: &str, offer: &str, sku: &str, version: Option<&str>) -> Response {
-    checked!(app, call, Family::Compute, "locations/publishers/artifacttypes/offers/skus/versions");
+fn image_get(
+    app: &ArmApp,
+    call: &Call,
+    location: &str,
+    publisher: &str,
+    offer: &str,
+    sku: &str,
+    version: Option<&str>,
+) -> Response {
+    checked!(
+        app,
+        call,
+        Family::Compute,
+        "locations/publishers/artifacttypes/offers/skus/versions"
+    );
     let (subscription, own_location) = {
         let state = app.world.lock();
         (state.subscription_id.clone(), state.location.clone())
     };
     let artifact_not_found = || {
-        ArmError::new(StatusCode::NOT_FOUND, "NotFound", "Artifact: VMImage was not found.")
-            .with_target("imageReference")
-            .into_response()
+        ArmError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "Artifact: VMImage was not found.",
+        )
+        .with_target("imageReference")
+        .into_response()
     };
     if !location.eq_ignore_ascii_case(&own_location) {
         return artifact_not_found();
@@ -934,7 +1328,9 @@ fn image_get(app: &ArmApp, call: &Call, location: &str, publisher: &str, offer: 
         )
     };
     match version {
-        Some(version) => match images::find(publisher, offer, sku, version).filter(|_| !version.eq_ignore_ascii_case("latest")) {
+        Some(version) => match images::find(publisher, offer, sku, version)
+            .filter(|_| !version.eq_ignore_ascii_case("latest"))
+        {
             Some(image) => Json(json!({
                 "properties": {
                     "osDiskImage": {"operatingSystem": image.os_type},
@@ -952,7 +1348,11 @@ fn image_get(app: &ArmApp, call: &Call, location: &str, publisher: &str, offer: 
         None => {
             let list: Vec<Value> = images::IMAGES
                 .iter()
-                .filter(|i| i.publisher.eq_ignore_ascii_case(publisher) && i.offer.eq_ignore_ascii_case(offer) && i.sku.eq_ignore_ascii_case(sku))
+                .filter(|i| {
+                    i.publisher.eq_ignore_ascii_case(publisher)
+                        && i.offer.eq_ignore_ascii_case(offer)
+                        && i.sku.eq_ignore_ascii_case(sku)
+                })
                 .map(|i| json!({"location": own_location, "name": i.version, "id": id(i)}))
                 .collect();
             Json(Value::Array(list)).into_response()
@@ -1038,7 +1438,11 @@ fn sim_control(app: &ArmApp, call: &Call) -> Response {
 pub fn install_faults(world: &World, specs: Vec<FaultSpec>) -> Vec<u64> {
     let mut ids = Vec::new();
     for spec in specs {
-        if let Fault::EvictionBlocked { namespace, pod_prefix } = &spec.fault {
+        if let Fault::EvictionBlocked {
+            namespace,
+            pod_prefix,
+        } = &spec.fault
+        {
             world.kube().block_evictions(namespace, pod_prefix);
         }
         ids.push(world.lock().faults.add(spec));
@@ -1050,5 +1454,9 @@ pub fn install_faults(world: &World, specs: Vec<FaultSpec>) -> Vec<u64> {
 /// How long a client should wait between polls by default, in real seconds:
 /// 15 virtual seconds, at least 1.
 pub fn default_retry_after(scale: f64) -> u64 {
-    Duration::from_secs(15).div_f64(scale.max(0.001)).as_secs_f64().ceil().max(1.0) as u64
+    Duration::from_secs(15)
+        .div_f64(scale.max(0.001))
+        .as_secs_f64()
+        .ceil()
+        .max(1.0) as u64
 }

@@ -3,13 +3,18 @@
 use serde_json::{Value, json};
 
 use crate::sim::world::{
-    AsyncOperation, AvailabilitySet, Boot, Deployment, DeploymentOperation, ImageRef, ManagedDisk, NetworkInterface,
-    State, VirtualMachine,
+    AsyncOperation, AvailabilitySet, Boot, Deployment, DeploymentOperation, ImageRef, ManagedDisk,
+    NetworkInterface, State, VirtualMachine,
 };
 
 fn image_reference(image: &ImageRef) -> Value {
     match image {
-        ImageRef::Marketplace { publisher, offer, sku, version } => {
+        ImageRef::Marketplace {
+            publisher,
+            offer,
+            sku,
+            version,
+        } => {
             let exact = if version.eq_ignore_ascii_case("latest") {
                 crate::sim::images::find(publisher, offer, sku, version)
                     .map(|i| i.version.to_owned())
@@ -37,7 +42,12 @@ fn provisioning_code(state: &str) -> String {
     format!("ProvisioningState/{}", state.to_ascii_lowercase())
 }
 
-pub fn virtual_machine(state: &State, vm: &VirtualMachine, now: &str, instance_view: bool) -> Value {
+pub fn virtual_machine(
+    state: &State,
+    vm: &VirtualMachine,
+    now: &str,
+    instance_view: bool,
+) -> Value {
     let id = state.resource_id("Microsoft.Compute/virtualMachines", &vm.name);
     let disk_id = |name: &str| state.resource_id("Microsoft.Compute/disks", name);
     let os_configuration = if vm.is_windows() {
@@ -52,7 +62,8 @@ pub fn virtual_machine(state: &State, vm: &VirtualMachine, now: &str, instance_v
         "allowExtensionOperations": true,
         "requireGuestProvisionSignal": true,
     });
-    if let (Some(target), Some(config)) = (os_profile.as_object_mut(), os_configuration.as_object()) {
+    if let (Some(target), Some(config)) = (os_profile.as_object_mut(), os_configuration.as_object())
+    {
         target.extend(config.clone());
     }
     let data_disks: Vec<Value> = vm
@@ -167,7 +178,9 @@ pub fn vm_instance_view(vm: &VirtualMachine, now: &str) -> Value {
     } else {
         ("ubuntu", "22.04")
     };
-    let mut disks = vec![json!({"name": vm.os_disk.name, "statuses": [{"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded", "time": vm.time_created}]})];
+    let mut disks = vec![
+        json!({"name": vm.os_disk.name, "statuses": [{"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded", "time": vm.time_created}]}),
+    ];
     for disk in &vm.data_disks {
         disks.push(json!({"name": disk.name, "statuses": [{"code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Provisioning succeeded", "time": vm.time_created}]}));
     }
@@ -206,7 +219,10 @@ pub fn vm_instance_view(vm: &VirtualMachine, now: &str) -> Value {
 
 pub fn network_interface(state: &State, nic: &NetworkInterface) -> Value {
     let id = state.resource_id("Microsoft.Network/networkInterfaces", &nic.name);
-    let etag = format!("W/\"{}\"", crate::sim::util::uuid_from(&format!("{id}/{}", nic.incarnation)));
+    let etag = format!(
+        "W/\"{}\"",
+        crate::sim::util::uuid_from(&format!("{id}/{}", nic.incarnation))
+    );
     let mut properties = json!({
         "provisioningState": nic.provisioning_state,
         "resourceGuid": crate::sim::util::uuid_from(&format!("{id}#{}", nic.incarnation)),
@@ -231,7 +247,8 @@ pub fn network_interface(state: &State, nic: &NetworkInterface) -> Value {
         "tapConfigurations": [],
     });
     if let Some(vm) = &nic.virtual_machine {
-        properties["virtualMachine"] = json!({"id": state.resource_id("Microsoft.Compute/virtualMachines", vm)});
+        properties["virtualMachine"] =
+            json!({"id": state.resource_id("Microsoft.Compute/virtualMachines", vm)});
     }
     json!({
         "name": nic.name,
@@ -246,11 +263,20 @@ pub fn network_interface(state: &State, nic: &NetworkInterface) -> Value {
 
 pub fn disk(state: &State, disk: &ManagedDisk) -> Value {
     let id = state.resource_id("Microsoft.Compute/disks", &disk.name);
-    let tier = if disk.sku.starts_with("Premium") { "Premium" } else { "Standard" };
+    let tier = if disk.sku.starts_with("Premium") {
+        "Premium"
+    } else {
+        "Standard"
+    };
     let mut creation = json!({"createOption": disk.create_option});
     if let Some(image) = &disk.image {
         creation["imageReference"] = match image {
-            ImageRef::Marketplace { publisher, offer, sku, version } => json!({"id": format!(
+            ImageRef::Marketplace {
+                publisher,
+                offer,
+                sku,
+                version,
+            } => json!({"id": format!(
                 "/Subscriptions/{}/Providers/Microsoft.Compute/Locations/{}/Publishers/{publisher}/ArtifactTypes/VMImage/Offers/{offer}/Skus/{sku}/Versions/{version}",
                 state.subscription_id, disk.location
             )}),
@@ -341,7 +367,11 @@ pub fn deployment(state: &State, deployment: &Deployment) -> Value {
     })
 }
 
-pub fn deployment_operation(state: &State, deployment: &Deployment, op: &DeploymentOperation) -> Value {
+pub fn deployment_operation(
+    state: &State,
+    deployment: &Deployment,
+    op: &DeploymentOperation,
+) -> Value {
     json!({
         "id": format!("{}/operations/{}", deployment_id(state, &deployment.name), op.operation_id),
         "operationId": op.operation_id,
