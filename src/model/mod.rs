@@ -38,7 +38,9 @@ pub enum Error {
         line: usize,
         column: usize,
     },
-    #[error("the api model is not a JSON object: expected {{\"apiVersion\": \"vlabs\", \"properties\": {{...}}}}")]
+    #[error(
+        "the api model is not a JSON object: expected {{\"apiVersion\": \"vlabs\", \"properties\": {{...}}}}"
+    )]
     NotAnObject,
     #[error("field {field} has the wrong type: {message}")]
     Shape { field: String, message: String },
@@ -67,7 +69,9 @@ pub struct ApiModel {
 impl std::fmt::Debug for ApiModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The raw document holds secrets: show only the (redacting) typed view.
-        f.debug_struct("ApiModel").field("view", &self.view).finish_non_exhaustive()
+        f.debug_struct("ApiModel")
+            .field("view", &self.view)
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,10 +149,36 @@ impl ApiModel {
 }
 
 fn derive_view(raw: &Value) -> Result<ContainerService> {
-    serde_json::from_value::<ContainerService>(raw.clone()).map_err(|err| Error::Shape {
-        field: "apimodel".to_owned(),
-        message: err.to_string(),
+    serde_path_to_error::deserialize::<_, ContainerService>(raw.clone()).map_err(|err| {
+        Error::Shape {
+            field: err.path().to_string(),
+            message: without_values(&err.inner().to_string()),
+        }
     })
+}
+
+/// serde quotes the offending value ("invalid type: string \"abc\", expected …");
+/// that value may be a secret typed into the wrong field, so drop it.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '`' | '"' => {
+                for inner in chars.by_ref() {
+                    if inner == ch {
+                        break;
+                    }
+                }
+                // drop the space before the quoted value too
+                if out.ends_with(' ') {
+                    out.pop();
+                }
+            }
+            _ => out.push(ch),
+        }
+    }
+    out
 }
 
 fn syntax_message(err: &serde_json::Error) -> String {
@@ -175,7 +205,9 @@ fn set_pointer(root: &mut Value, pointer: &str, value: Value) -> std::result::Re
                 .entry(token.clone())
                 .or_insert_with(|| Value::Object(Default::default())),
             Value::Array(items) => {
-                let index: usize = token.parse().map_err(|_| format!("{token} is not an index"))?;
+                let index: usize = token
+                    .parse()
+                    .map_err(|_| format!("{token} is not an index"))?;
                 items
                     .get_mut(index)
                     .ok_or_else(|| format!("index {index} is out of range"))?
@@ -192,7 +224,9 @@ fn set_pointer(root: &mut Value, pointer: &str, value: Value) -> std::result::Re
             Ok(())
         }
         Value::Array(items) => {
-            let index: usize = last.parse().map_err(|_| format!("{last} is not an index"))?;
+            let index: usize = last
+                .parse()
+                .map_err(|_| format!("{last} is not an index"))?;
             let slot = items
                 .get_mut(index)
                 .ok_or_else(|| format!("index {index} is out of range"))?;
