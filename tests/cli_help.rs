@@ -10,6 +10,7 @@ fn help_of_each_command() {
         ("root", vec!["--help"]),
         ("get_versions", vec!["get-versions", "--help"]),
         ("upgrade", vec!["upgrade", "--help"]),
+        ("simulator_serve", vec!["simulator", "serve", "--help"]),
     ] {
         let text = transcript(aksup().args(&args));
         insta::assert_snapshot!(format!("help__{name}"), text);

@@ -5,6 +5,7 @@
 pub mod execute;
 pub mod get_versions;
 pub mod plan;
+pub mod simulator;
 pub mod upgrade;
 
 use std::io::Write;
@@ -34,6 +35,8 @@ pub enum Command {
     Upgrade(Box<upgrade::UpgradeArgs>),
     /// Show the steps `upgrade` would take (same flags as upgrade; changes nothing)
     Plan(Box<upgrade::UpgradeArgs>),
+    /// Run a simulated Azure Stack Hub stamp and cluster on loopback (rehearsals, tests)
+    Simulator(simulator::SimulatorArgs),
 }
 
 /// How a run ended; `main` maps it to the process exit code once.
@@ -127,6 +130,10 @@ async fn run(cli: Cli) -> Result<ExitStatus, UserError> {
         Command::GetVersions(args) => get_versions::run(&args),
         Command::Upgrade(args) => upgrade::run(*args).await,
         Command::Plan(args) => plan::run(*args).await,
+        Command::Simulator(args) => simulator::run(args)
+            .await
+            .map(|()| ExitStatus::Success)
+            .map_err(UserError::failed),
     }
 }
 
