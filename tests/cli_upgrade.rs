@@ -181,6 +181,19 @@ fn every_validation_error_has_its_message_and_exit_code() {
             "bad_auth_method_value",
             with(&ok, "--auth-method", "password"),
         ),
+        (
+            "bad_drain_timeout_policy",
+            with(&ok, "--drain-timeout-policy", "ignore"),
+        ),
+        ("negative_grace_period", with(&ok, "--grace-period", "-1")),
+        (
+            "unknown_api_profile",
+            with(&ok, "--api-profile", "2015-01-01"),
+        ),
+        (
+            "time_scale_without_simulator",
+            with(&ok, "--time-scale", "100"),
+        ),
     ];
     for (name, args) in &cases {
         run(name, args, secret);
@@ -190,22 +203,22 @@ fn every_validation_error_has_its_message_and_exit_code() {
 }
 
 #[test]
-fn passing_checks_stop_at_the_cloud_boundary_without_changing_anything() {
+fn passing_checks_then_a_missing_subscription_is_refused_and_nothing_changes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("apimodel.json");
     let original = fs::read_to_string(repo("testdata/apimodels/old-docker.json")).unwrap();
     fs::write(&path, &original).unwrap();
-    let args = with(
-        &with(&base(&path.display().to_string()), "-k", "1.24.7"),
-        "--force",
-        "true",
-    );
-    // `--force true` is not how pflag takes a bool: use `--force` alone.
-    let args: Vec<String> = args.into_iter().filter(|a| a != "true").collect();
+    let mut args = with(&base(&path.display().to_string()), "-k", "1.24.7");
+    args.push("--force".into());
     let mut settings = settings();
     settings.add_filter(&regex_escape(&dir.path().display().to_string()), "[DIR]");
-    let text = transcript(aksup().args(&args).env("AZURE_CLIENT_SECRET", "x"));
-    settings.bind(|| insta::assert_snapshot!("upgrade__checks_pass_old_docker_forced", text));
+    let text = transcript(
+        aksup()
+            .args(&args)
+            .env("AZURE_CLIENT_SECRET", "x")
+            .env("HOME", dir.path()),
+    );
+    settings.bind(|| insta::assert_snapshot!("upgrade__checks_pass_then_no_subscription", text));
     assert_eq!(
         fs::read_to_string(&path).unwrap(),
         original,
@@ -216,46 +229,24 @@ fn passing_checks_stop_at_the_cloud_boundary_without_changing_anything() {
         1,
         "no backup or temp file"
     );
-
-    let json = aksup()
-        .args(&args)
-        .args(["-o", "json"])
-        .env("AZURE_CLIENT_SECRET", "x")
-        .output()
-        .unwrap();
-    assert_eq!(json.status.code(), Some(2));
-    let summary: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(summary["targetVersion"], "1.24.7");
-    assert_eq!(
-        summary["cordonDrainTimeoutMinutes"], 60,
-        "Azure Stack default"
-    );
-    let pointers: Vec<&str> = summary["adjustments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["pointer"].as_str().unwrap())
-        .collect();
-    assert!(
-        pointers.contains(&"/properties/orchestratorProfile/kubernetesConfig/containerRuntime")
-    );
-    assert!(pointers.contains(&"/properties/masterProfile/distro"));
 }
 
 #[test]
 fn a_valid_path_on_a_three_master_cluster_passes_the_checks() {
+    let home = tempfile::tempdir().unwrap();
     let args = base(&model_path("apimodels/three-masters-two-pools.json"));
     let out = aksup()
         .args(&args)
         .env("AZURE_CLIENT_SECRET", "x")
+        .env("HOME", home.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "stops at the cloud boundary");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.contains("from 1.33.10 to 1.34.4"), "{stdout}");
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.contains("cannot contact Azure Resource Manager yet"),
-        "{stderr}"
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "refused: no subscription anywhere"
     );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("from 1.33.10 to 1.34.4"), "{stderr}");
+    assert!(stderr.contains("no subscription"), "{stderr}");
 }

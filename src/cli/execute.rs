@@ -30,10 +30,10 @@ fn failed(doing: &str) -> impl FnOnce(anyhow::Error) -> UserError + '_ {
 pub async fn arm_client(
     checked: &CheckedUpgrade,
     args: &UpgradeArgs,
+    http: HttpOptions,
 ) -> Result<ArmClient, UserError> {
     let view = checked.model.view();
     let custom = view.properties.custom_cloud_profile.as_ref();
-    let http = HttpOptions::from_process_env(args.ca_file.clone());
     let environment = ArmClient::resolve_environment(Some(&args.azure_env), custom, &http)
         .await
         .map_err(|err| failed("cannot determine the Azure environment")(err.into()))?;
@@ -255,7 +255,12 @@ pub async fn execute(checked: CheckedUpgrade, args: &UpgradeArgs) -> Result<Exit
     if args.output == OutputFormat::Human && !args.dry_run {
         super::upgrade::print_checked(&checked);
     }
-    let arm = arm_client(&checked, args).await?;
+    let arm = arm_client(
+        &checked,
+        args,
+        HttpOptions::from_process_env(args.ca_file.clone()),
+    )
+    .await?;
     let kube = kube_client(&checked, args).await?;
     let options = upgrade_options(&checked, args);
     run_engine(checked, args, Clients { arm, kube }, options).await

@@ -5,6 +5,7 @@
 pub mod execute;
 pub mod get_versions;
 pub mod plan;
+pub mod rehearsal;
 pub mod simulator;
 pub mod upgrade;
 

@@ -131,7 +131,11 @@ pub struct UpgradeArgs {
     #[arg(long = "allow-unreplicated-pods")]
     pub allow_unreplicated_pods: bool,
     /// grace period in seconds for evicted pods (default: each pod's own)
-    #[arg(long = "grace-period", value_name = "SECONDS")]
+    #[arg(
+        long = "grace-period",
+        value_name = "SECONDS",
+        allow_negative_numbers = true
+    )]
     pub grace_period: Option<i64>,
     /// take over the cluster's upgrade lock even if another run holds it (only when that run is dead)
     #[arg(long = "break-lock")]
@@ -142,6 +146,20 @@ pub struct UpgradeArgs {
     /// show what would be done, change nothing
     #[arg(long = "dry-run")]
     pub dry_run: bool,
+    /// rehearse: run the upgrade against the built-in simulator seeded from a copy of --api-model (the file is not touched)
+    #[arg(long)]
+    pub simulator: bool,
+    /// with --simulator: virtual seconds per real second
+    #[arg(
+        long = "time-scale",
+        default_value_t = 600.0,
+        value_name = "N",
+        requires = "simulator"
+    )]
+    pub time_scale: f64,
+    /// with --simulator: where to keep the simulator's files and the upgraded apimodel copy (default: a new directory in the system's temp directory)
+    #[arg(long = "simulator-dir", value_name = "DIR", requires = "simulator")]
+    pub simulator_dir: Option<PathBuf>,
     /// output format
     #[arg(short = 'o', long, value_enum, default_value = "human")]
     pub output: OutputFormat,
@@ -180,6 +198,9 @@ pub struct CheckedUpgrade {
 }
 
 pub async fn run(args: UpgradeArgs) -> Result<ExitStatus, UserError> {
+    if args.simulator {
+        return super::rehearsal::run(args).await;
+    }
     let checked = check(&args)?;
     super::execute::execute(checked, &args).await
 }
