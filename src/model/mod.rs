@@ -38,7 +38,9 @@ pub enum Error {
         line: usize,
         column: usize,
     },
-    #[error("the api model is not a JSON object: expected {{\"apiVersion\": \"vlabs\", \"properties\": {{...}}}}")]
+    #[error(
+        "the api model is not a JSON object: expected {{\"apiVersion\": \"vlabs\", \"properties\": {{...}}}}"
+    )]
     NotAnObject,
     #[error("field {field} has the wrong type: {message}")]
     Shape { field: String, message: String },
@@ -67,7 +69,9 @@ pub struct ApiModel {
 impl std::fmt::Debug for ApiModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The raw document holds secrets: show only the (redacting) typed view.
-        f.debug_struct("ApiModel").field("view", &self.view).finish_non_exhaustive()
+        f.debug_struct("ApiModel")
+            .field("view", &self.view)
+            .finish_non_exhaustive()
     }
 }
 
@@ -175,7 +179,9 @@ fn set_pointer(root: &mut Value, pointer: &str, value: Value) -> std::result::Re
                 .entry(token.clone())
                 .or_insert_with(|| Value::Object(Default::default())),
             Value::Array(items) => {
-                let index: usize = token.parse().map_err(|_| format!("{token} is not an index"))?;
+                let index: usize = token
+                    .parse()
+                    .map_err(|_| format!("{token} is not an index"))?;
                 items
                     .get_mut(index)
                     .ok_or_else(|| format!("index {index} is out of range"))?
@@ -192,7 +198,9 @@ fn set_pointer(root: &mut Value, pointer: &str, value: Value) -> std::result::Re
             Ok(())
         }
         Value::Array(items) => {
-            let index: usize = last.parse().map_err(|_| format!("{last} is not an index"))?;
+            let index: usize = last
+                .parse()
+                .map_err(|_| format!("{last} is not an index"))?;
             let slot = items
                 .get_mut(index)
                 .ok_or_else(|| format!("index {index} is out of range"))?;

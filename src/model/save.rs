@@ -26,8 +26,11 @@ pub fn save_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .tempfile_in(&dir)
         .map_err(fail("creating a temporary file beside it"))?;
     set_private(temp.as_file()).map_err(fail("setting mode 0600"))?;
-    temp.write_all(bytes).map_err(fail("writing the temporary file"))?;
-    temp.as_file().sync_all().map_err(fail("flushing the temporary file to disk"))?;
+    temp.write_all(bytes)
+        .map_err(fail("writing the temporary file"))?;
+    temp.as_file()
+        .sync_all()
+        .map_err(fail("flushing the temporary file to disk"))?;
 
     if path.exists() {
         backup(path).map_err(fail("keeping the previous file as a backup"))?;
@@ -52,7 +55,11 @@ pub fn backup_path(path: &Path) -> PathBuf {
 fn backup(path: &Path) -> std::io::Result<()> {
     let target = backup_path(path);
     let contents = fs::read(path)?;
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&target)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&target)?;
     set_private(&file)?;
     file.write_all(&contents)?;
     file.sync_all()

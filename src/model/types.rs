@@ -229,7 +229,10 @@ impl ContainerService {
 
     /// True when any agent pool runs Windows.
     pub fn has_windows_pool(&self) -> bool {
-        self.properties.agent_pool_profiles.iter().any(AgentPoolProfile::is_windows)
+        self.properties
+            .agent_pool_profiles
+            .iter()
+            .any(AgentPoolProfile::is_windows)
     }
 
     /// True when the apimodel describes an Azure Stack Hub cluster

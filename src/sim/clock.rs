@@ -27,7 +27,11 @@ impl Clock {
     /// A clock running `scale` times faster than real time (`scale` ≥ 1 is
     /// usual; values below are clamped to 0.001).
     pub fn new(scale: f64) -> Self {
-        let scale = if scale.is_finite() { scale.max(0.001) } else { 1.0 };
+        let scale = if scale.is_finite() {
+            scale.max(0.001)
+        } else {
+            1.0
+        };
         Self {
             inner: Arc::new(Inner {
                 scale,
@@ -69,7 +73,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_virtual_minute_at_scale_600_is_a_tenth_of_a_real_second() {
         let clock = Clock::new(600.0);
-        assert_eq!(clock.real(Duration::from_secs(60)), Duration::from_millis(100));
+        assert_eq!(
+            clock.real(Duration::from_secs(60)),
+            Duration::from_millis(100)
+        );
         let before = Instant::now();
         clock.sleep(Duration::from_secs(60)).await;
         assert_eq!(before.elapsed(), Duration::from_millis(100));
