@@ -21,12 +21,8 @@ fn kubectl_path() -> Option<PathBuf> {
             })
             .unwrap_or_default(),
     );
-    for c in candidates {
-        if c.is_file() {
-            return Some(c);
-        }
-    }
-    None
+    let mut candidates = candidates;
+    candidates.find(|c| c.is_file())
 }
 
 macro_rules! require_kubectl {
@@ -251,17 +247,12 @@ async fn kubectl_drain_needs_the_usual_flags_and_empties_the_node() {
     let c = cluster(50.0, 2).await;
     let limit = Duration::from_secs(90);
     let node = node_of(&c, "shop", "debug");
-    let cache_node = node_of(
-        &c,
-        "shop",
-        &c.pods()
-            .iter()
-            .find(|p| p["metadata"]["labels"]["app"] == "cache")
-            .unwrap()["metadata"]["name"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    );
+    let cache_pod = c
+        .pods()
+        .into_iter()
+        .find(|p| p["metadata"]["labels"]["app"] == "cache")
+        .unwrap();
+    let cache_node = node_of(&c, "shop", cache_pod["metadata"]["name"].as_str().unwrap());
 
     // Without --ignore-daemonsets and --force, kubectl refuses as on a real cluster.
     let out = kubectl(&kubectl_bin, &c, &["drain", &node, "--timeout=20s"], limit).await;
