@@ -1130,6 +1130,203 @@ fn watch_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::clock::Clock;
+    use crate::sim::kube::{KubeSimOptions, Scenario};
+    use tower::ServiceExt;
+
+    fn sim() -> KubeSim {
+        let options = KubeSimOptions {
+            bearer_tokens: vec!["t0k3n".into()],
+            ..KubeSimOptions::default()
+        };
+        KubeSim::new(Clock::new(1.0), options)
+    }
+
+    async fn call(sim: &KubeSim, request: axum::http::Request<Body>) -> (u16, HeaderMap, String) {
+        let response = sim.router().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn get(path: &str) -> axum::http::request::Builder {
+        axum::http::Request::get(path).header("Authorization", "Bearer t0k3n")
+    }
+
+    #[tokio::test]
+    async fn requests_need_a_token_or_a_verified_client_certificate() {
+        let sim = sim();
+        let (code, _, body) = call(
+            &sim,
+            axum::http::Request::get("/api/v1/nodes")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(code, 401);
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap(),
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": "Unauthorized", "reason": "Unauthorized", "code": 401})
+        );
+        let wrong = axum::http::Request::get("/api/v1/nodes")
+            .header("Authorization", "Bearer nope")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(&sim, wrong).await.0, 401);
+        let mut with_cert = axum::http::Request::get("/api/v1/nodes")
+            .body(Body::empty())
+            .unwrap();
+        with_cert.extensions_mut().insert(ClientCertVerified {
+            common_name: "admin".into(),
+        });
+        assert_eq!(call(&sim, with_cert).await.0, 200);
+        assert_eq!(
+            call(&sim, get("/api/v1/nodes").body(Body::empty()).unwrap())
+                .await
+                .0,
+            200
+        );
+        sim.set_unreachable(true);
+        assert_eq!(
+            call(&sim, get("/api/v1/nodes").body(Body::empty()).unwrap())
+                .await
+                .0,
+            503
+        );
+    }
+
+    #[tokio::test]
+    async fn aggregated_discovery_requests_get_the_legacy_documents() {
+        let sim = sim();
+        let accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        let (code, headers, body) = call(
+            &sim,
+            get("/apis")
+                .header("Accept", accept)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(code, 200);
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["kind"],
+            "APIGroupList"
+        );
+        let (_, _, body) = call(
+            &sim,
+            get("/api")
+                .header("Accept", accept)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["kind"],
+            "APIVersions"
+        );
+        assert_eq!(
+            call(&sim, get("/apis/apps/v1").body(Body::empty()).unwrap())
+                .await
+                .0,
+            200
+        );
+        assert_eq!(
+            call(&sim, get("/apis/batch/v1").body(Body::empty()).unwrap())
+                .await
+                .0,
+            404
+        );
+        let (code, _, body) = call(&sim, get("/version").body(Body::empty()).unwrap()).await;
+        assert_eq!(code, 200);
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["gitVersion"],
+            "v1.24.17"
+        );
+    }
+
+    #[tokio::test]
+    async fn pods_are_printed_as_tables_when_asked() {
+        let sim = sim();
+        sim.apply_scenario(&Scenario::from_json(r#"{"pods": [{"name": "p"}]}"#).unwrap())
+            .unwrap();
+        let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+        let (code, headers, body) = call(
+            &sim,
+            get("/api/v1/namespaces/default/pods")
+                .header("Accept", accept)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(code, 200);
+        assert_eq!(
+            headers["content-type"],
+            "application/json;as=Table;v=v1;g=meta.k8s.io"
+        );
+        let table: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(table["kind"], "Table");
+        assert_eq!(table["rows"][0]["cells"][0], "p");
+        assert_eq!(table["rows"][0]["cells"][2], "Pending");
+    }
+
+    #[tokio::test]
+    async fn watches_replay_changes_end_with_a_bookmark_and_expire() {
+        let sim = sim();
+        let start = sim.world().store.resource_version();
+        sim.apply_scenario(&Scenario::from_json(r#"{"namespaces": ["one", "two"]}"#).unwrap())
+            .unwrap();
+        let (code, _, body) = call(
+            &sim,
+            get(&format!("/api/v1/namespaces?watch=1&resourceVersion={start}&allowWatchBookmarks=true&timeoutSeconds=1"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(code, 200);
+        let events: Vec<Value> = body
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let summary: Vec<(String, String)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap().to_string(),
+                    e["object"]["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("ADDED".into(), "one".into()),
+                ("ADDED".into(), "two".into()),
+                ("BOOKMARK".into(), "".into())
+            ]
+        );
+        sim.world().store.expire_log_before(start + 2);
+        let (_, _, body) = call(
+            &sim,
+            get(&format!(
+                "/api/v1/namespaces?watch=1&resourceVersion={start}"
+            ))
+            .body(Body::empty())
+            .unwrap(),
+        )
+        .await;
+        let event: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+        assert_eq!(event["type"], "ERROR");
+        assert_eq!(event["object"]["code"], 410);
+        assert_eq!(event["object"]["reason"], "Expired");
+    }
 
     #[test]
     fn paths_resolve_to_resources_namespaces_and_subresources() {

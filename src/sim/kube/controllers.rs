@@ -1209,3 +1209,385 @@ pub fn set_ready(pod: &mut Value, ready: bool, now: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use crate::sim::clock::Clock;
+    use crate::sim::kube::{KubeSim, KubeSimOptions, NodeRegistration, NodeRole, Scenario};
+
+    fn registration(name: &str, role: NodeRole, os: &str) -> NodeRegistration {
+        let mut labels = BTreeMap::new();
+        labels.insert(
+            "kubernetes.io/role".to_string(),
+            if role == NodeRole::Master {
+                "master"
+            } else {
+                "agent"
+            }
+            .to_string(),
+        );
+        let taints = if role == NodeRole::Master {
+            vec![k8s_openapi::api::core::v1::Taint {
+                key: "node-role.kubernetes.io/master".into(),
+                value: Some("true".into()),
+                effect: "NoSchedule".into(),
+                time_added: None,
+            }]
+        } else {
+            Vec::new()
+        };
+        NodeRegistration {
+            name: name.to_string(),
+            kubelet_version: "v1.24.17".into(),
+            role,
+            os: os.into(),
+            labels,
+            taints,
+            pool: "pool".into(),
+            vm_size: "Standard_D2_v2".into(),
+            internal_ip: "10.240.0.4".into(),
+        }
+    }
+
+    fn sim() -> KubeSim {
+        KubeSim::new(Clock::new(1.0), KubeSimOptions::default())
+    }
+
+    fn ready_node(sim: &KubeSim, name: &str, role: NodeRole) {
+        sim.register_node(registration(name, role, "linux"));
+        sim.set_node_ready(name, true);
+    }
+
+    fn pods_of(sim: &KubeSim, app: &str) -> Vec<Value> {
+        sim.objects("pods")
+            .into_iter()
+            .filter(|p| p["metadata"]["labels"]["app"] == app)
+            .collect()
+    }
+
+    fn node_of(p: &Value) -> &str {
+        p["spec"]["nodeName"].as_str().unwrap_or_default()
+    }
+
+    /// Advances virtual time one second at a time, letting the controllers
+    /// act at each step as the background loop would.
+    async fn advance(sim: &KubeSim, seconds: u64) {
+        for _ in 0..seconds {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            drop(sim.world());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_scheduler_respects_cordons_taints_selectors_and_spreads() {
+        let sim = sim();
+        ready_node(&sim, "master-0", NodeRole::Master);
+        ready_node(&sim, "agent-0", NodeRole::Agent);
+        ready_node(&sim, "agent-1", NodeRole::Agent);
+        ready_node(&sim, "agent-2", NodeRole::Agent);
+        ready_node(&sim, "agent-3", NodeRole::Agent);
+        sim.register_node(registration("win-0", NodeRole::Agent, "windows"));
+        sim.set_node_ready("win-0", true);
+        sim.register_node(registration("agent-4", NodeRole::Agent, "linux")); // never Ready
+        {
+            let mut world = sim.world();
+            let nodes = super::nodes();
+            let mut n = world.store.get(nodes, "", "agent-0").cloned().unwrap();
+            n["spec"]["unschedulable"] = json!(true);
+            world.store.replace(nodes, n).unwrap();
+            let mut n = world.store.get(nodes, "", "agent-1").cloned().unwrap();
+            n["spec"]["taints"] =
+                json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]);
+            world.store.replace(nodes, n).unwrap();
+        }
+        sim.apply_scenario(
+            &Scenario::from_json(
+                r#"{"deployments": [
+                    {"name": "web", "replicas": 4, "nodeSelector": {"kubernetes.io/os": "linux"}},
+                    {"name": "db", "replicas": 1, "nodeSelector": {"kubernetes.io/os": "linux"},
+                     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}]}]}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        advance(&sim, 3).await;
+        let web = pods_of(&sim, "web");
+        assert_eq!(web.len(), 4);
+        let mut placement: Vec<&str> = web.iter().map(node_of).collect();
+        placement.sort();
+        assert_eq!(placement, ["agent-2", "agent-2", "agent-3", "agent-3"]);
+        // The tolerating pod may use the tainted node (it is the emptiest).
+        assert_eq!(node_of(&pods_of(&sim, "db")[0]), "agent-1");
+        // Not Running before the start delay, Running and Ready after it.
+        assert!(web.iter().all(|p| p["status"]["phase"] == "Pending"));
+        advance(&sim, 10).await;
+        assert!(
+            pods_of(&sim, "web")
+                .iter()
+                .all(|p| p["status"]["phase"] == "Running" && super::pod_is_ready(p))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unschedulable_pods_wait_pending_with_the_reason() {
+        let sim = sim();
+        ready_node(&sim, "master-0", NodeRole::Master);
+        sim.apply_scenario(&Scenario::from_json(r#"{"pods": [{"name": "lonely"}]}"#).unwrap())
+            .unwrap();
+        advance(&sim, 1).await;
+        let pod = &pods_of(&sim, "lonely")[0];
+        assert_eq!(node_of(pod), "");
+        assert_eq!(pod["status"]["conditions"][0]["reason"], "Unschedulable");
+        ready_node(&sim, "agent-0", NodeRole::Agent);
+        advance(&sim, 11).await;
+        let pod = &pods_of(&sim, "lonely")[0];
+        assert_eq!(node_of(pod), "agent-0");
+        assert_eq!(pod["status"]["phase"], "Running");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn terminating_pods_go_away_after_their_grace_period_and_owners_replace_them() {
+        let sim = sim();
+        ready_node(&sim, "agent-0", NodeRole::Agent);
+        sim.apply_scenario(
+            &Scenario::from_json(
+                r#"{"deployments": [{"name": "web", "replicas": 1, "terminationGracePeriodSeconds": 45}],
+                    "statefulSets": [{"name": "db", "replicas": 1}]}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        advance(&sim, 15).await;
+        let original = pods_of(&sim, "web")[0]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        sim.world().delete_pod("default", &original, None).unwrap();
+        sim.world().delete_pod("default", "db-0", Some(5)).unwrap();
+        advance(&sim, 44).await;
+        let web = pods_of(&sim, "web");
+        assert!(
+            web.iter()
+                .any(|p| p["metadata"]["name"] == original.as_str()),
+            "still terminating at 44 s"
+        );
+        assert_eq!(
+            web.len(),
+            2,
+            "the ReplicaSet does not wait for the old pod to go"
+        );
+        // The StatefulSet recreated db-0 (same name) once the old one was gone.
+        let db = pods_of(&sim, "db");
+        assert_eq!(db.len(), 1);
+        assert!(db[0]["metadata"].get("deletionTimestamp").is_none());
+        advance(&sim, 2).await;
+        let web = pods_of(&sim, "web");
+        assert_eq!(web.len(), 1);
+        assert_ne!(web[0]["metadata"]["name"], original.as_str());
+        assert!(
+            web[0]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("web-")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn daemon_sets_follow_nodes_and_their_tolerations() {
+        let sim = sim();
+        ready_node(&sim, "master-0", NodeRole::Master);
+        ready_node(&sim, "agent-0", NodeRole::Agent);
+        sim.apply_scenario(
+            &Scenario::from_json(
+                r#"{"daemonSets": [{"namespace": "kube-system", "name": "proxy", "tolerations": [{"operator": "Exists"}]},
+                                    {"namespace": "kube-system", "name": "agent-only"}]}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        advance(&sim, 3).await;
+        let on = |app: &str| -> Vec<String> {
+            let mut v: Vec<String> = pods_of(&sim, app)
+                .iter()
+                .map(|p| node_of(p).to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(on("proxy"), ["agent-0", "master-0"]);
+        assert_eq!(on("agent-only"), ["agent-0"]);
+        // A new NotReady node: only the DaemonSet tolerating everything goes there at once.
+        sim.register_node(registration("agent-1", NodeRole::Agent, "linux"));
+        advance(&sim, 3).await;
+        assert_eq!(on("proxy"), ["agent-0", "agent-1", "master-0"]);
+        assert_eq!(on("agent-only"), ["agent-0"]);
+        sim.set_node_ready("agent-1", true);
+        advance(&sim, 3).await;
+        assert_eq!(on("agent-only"), ["agent-0", "agent-1"]);
+        // Cordoned nodes keep DaemonSet pods (they tolerate unschedulable).
+        let pod = pods_of(&sim, "agent-only")
+            .into_iter()
+            .find(|p| node_of(p) == "agent-1")
+            .unwrap();
+        let tolerations = pod["spec"]["tolerations"].as_array().unwrap();
+        assert!(tolerations.contains(&json!({"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"})));
+        // Mirror pods exist on masters only.
+        let mirrors: Vec<Value> = sim
+            .objects("pods")
+            .into_iter()
+            .filter(super::is_mirror_pod)
+            .collect();
+        assert_eq!(mirrors.len(), 4);
+        assert!(mirrors.iter().all(|p| node_of(p) == "master-0"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_vm_loses_its_pods_and_a_recreated_one_starts_over() {
+        let sim = sim();
+        ready_node(&sim, "master-0", NodeRole::Master);
+        ready_node(&sim, "agent-0", NodeRole::Agent);
+        ready_node(&sim, "agent-1", NodeRole::Agent);
+        sim.apply_scenario(
+            &Scenario::from_json(
+                r#"{"daemonSets": [{"namespace": "kube-system", "name": "proxy", "tolerations": [{"operator": "Exists"}]}],
+                    "deployments": [{"name": "web", "replicas": 2}]}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        advance(&sim, 15).await;
+        let lost: Vec<String> = pods_of(&sim, "web")
+            .iter()
+            .filter(|p| node_of(p) == "agent-0")
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(lost.len(), 1);
+        sim.vm_deleted("agent-0");
+        let snapshot = sim.snapshot();
+        assert_eq!(snapshot["lostNodes"], json!(["agent-0"]));
+        let pod = pods_of(&sim, "web")
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == lost[0].as_str())
+            .unwrap();
+        assert!(!super::pod_is_ready(&pod));
+        assert!(pod["metadata"].get("deletionTimestamp").is_none());
+        advance(&sim, 301).await;
+        let web = pods_of(&sim, "web");
+        let old = web
+            .iter()
+            .find(|p| p["metadata"]["name"] == lost[0].as_str())
+            .unwrap();
+        assert!(
+            old["metadata"].get("deletionTimestamp").is_some(),
+            "marked for deletion after 300 s"
+        );
+        advance(&sim, 15).await;
+        let web = pods_of(&sim, "web");
+        assert!(
+            web.iter()
+                .any(|p| p["metadata"]["name"] == lost[0].as_str()),
+            "stays Terminating: no kubelet"
+        );
+        let running: Vec<&Value> = web
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running" && super::pod_is_ready(p))
+            .collect();
+        assert_eq!(running.len(), 2);
+        assert!(running.iter().all(|p| node_of(p) == "agent-1"));
+        // The DaemonSet pod of the lost node is not evicted.
+        let proxy = pods_of(&sim, "proxy")
+            .into_iter()
+            .find(|p| node_of(p) == "agent-0")
+            .unwrap();
+        assert!(proxy["metadata"].get("deletionTimestamp").is_none());
+
+        // The VM comes back under the same name: the kubelet confirms the
+        // terminating pod gone and restarts the rest; the Node keeps its spec.
+        {
+            let mut world = sim.world();
+            let nodes = super::nodes();
+            let mut n = world.store.get(nodes, "", "agent-0").cloned().unwrap();
+            n["spec"]["unschedulable"] = json!(true);
+            n["metadata"]["labels"]["custom"] = json!("kept");
+            world.store.replace(nodes, n).unwrap();
+        }
+        let mut again = registration("agent-0", NodeRole::Agent, "linux");
+        again.kubelet_version = "v1.25.16".into();
+        sim.register_node(again);
+        let node = sim
+            .objects("nodes")
+            .into_iter()
+            .find(|n| n["metadata"]["name"] == "agent-0")
+            .unwrap();
+        assert_eq!(node["spec"]["unschedulable"], json!(true));
+        assert_eq!(node["metadata"]["labels"]["custom"], "kept");
+        assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], "v1.25.16");
+        assert!(
+            !pods_of(&sim, "web")
+                .iter()
+                .any(|p| p["metadata"]["name"] == lost[0].as_str())
+        );
+        let proxy = pods_of(&sim, "proxy")
+            .into_iter()
+            .find(|p| node_of(p) == "agent-0")
+            .unwrap();
+        assert_eq!(proxy["status"]["phase"], "Pending");
+        sim.set_node_ready("agent-0", true);
+        advance(&sim, 11).await;
+        let proxy = pods_of(&sim, "proxy")
+            .into_iter()
+            .find(|p| node_of(p) == "agent-0")
+            .unwrap();
+        assert_eq!(proxy["status"]["phase"], "Running");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn budgets_track_pods_and_server_version_follows_masters() {
+        let sim = sim();
+        ready_node(&sim, "agent-0", NodeRole::Agent);
+        assert_eq!(sim.snapshot()["serverVersion"], "v1.24.17");
+        let mut master = registration("master-0", NodeRole::Master, "linux");
+        master.kubelet_version = "v1.23.17".into();
+        sim.register_node(master);
+        assert_eq!(sim.snapshot()["serverVersion"], "v1.23.17");
+        sim.apply_scenario(
+            &Scenario::from_json(
+                r#"{"deployments": [{"name": "web", "replicas": 3}],
+                    "podDisruptionBudgets": [{"name": "web", "selector": {"app": "web"}, "maxUnavailable": "34%"}]}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let status =
+            |sim: &KubeSim| sim.objects("poddisruptionbudgets.policy")[0]["status"].clone();
+        // No pods yet: nothing expected, nothing allowed.
+        assert_eq!(status(&sim)["expectedPods"], 0);
+        assert_eq!(status(&sim)["disruptionsAllowed"], 0);
+        advance(&sim, 3).await;
+        assert_eq!(status(&sim)["expectedPods"], 3);
+        assert_eq!(status(&sim)["currentHealthy"], 0);
+        advance(&sim, 15).await;
+        let s = status(&sim);
+        assert_eq!(
+            (
+                s["currentHealthy"].clone(),
+                s["desiredHealthy"].clone(),
+                s["disruptionsAllowed"].clone()
+            ),
+            (json!(3), json!(1), json!(2))
+        );
+        let err = sim
+            .apply_scenario(&Scenario::from_json(r#"{"deployments": [{"name": "web"}]}"#).unwrap())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("deployment default/web already exists"),
+            "{err}"
+        );
+    }
+}

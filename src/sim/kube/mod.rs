@@ -291,6 +291,7 @@ impl KubeSim {
     pub fn register_node(&self, registration: NodeRegistration) {
         let mut world = self.world();
         world.register_node(&registration);
+        world.reconcile();
         drop(world);
         self.changed();
     }
@@ -299,6 +300,7 @@ impl KubeSim {
     pub fn set_node_ready(&self, name: &str, ready: bool) {
         let mut world = self.world();
         world.set_node_ready(name, ready);
+        world.reconcile();
         drop(world);
         self.changed();
     }
@@ -309,6 +311,7 @@ impl KubeSim {
     pub fn vm_deleted(&self, name: &str) {
         let mut world = self.world();
         world.vm_deleted(name);
+        world.reconcile();
         drop(world);
         self.changed();
     }

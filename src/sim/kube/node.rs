@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::NodeRegistration;
-use super::NodeRole;
 
 /// (cpu cores, memory GiB, max data disks) of the VM sizes seen on Azure
 /// Stack Hub; others get 2 cores and 8 GiB.
@@ -155,7 +154,7 @@ pub fn build(reg: &NodeRegistration, now: &str) -> Value {
         .filter_map(|t| serde_json::to_value(t).ok())
         .collect();
     taints.extend(lifecycle_taints(Some(false), now));
-    let mut node = json!({
+    json!({
         "metadata": {
             "name": reg.name,
             "labels": labels(reg),
@@ -191,11 +190,7 @@ pub fn build(reg: &NodeRegistration, now: &str) -> Value {
                 "architecture": "amd64"
             }
         }
-    });
-    if matches!(reg.role, NodeRole::Master) && !node["spec"]["taints"].is_array() {
-        node["spec"]["taints"] = json!([]);
-    }
-    node
+    })
 }
 
 /// Ready (Some(true)), NotReady (Some(false)) or Unknown (None) from the Ready condition.

@@ -326,6 +326,13 @@ impl Store {
         self.notify.send_replace(self.rv);
     }
 
+    /// Forgets the change log before `rv` (tests of expired watches).
+    #[cfg(test)]
+    pub fn expire_log_before(&mut self, rv: u64) {
+        self.log.retain(|e| e.rv >= rv);
+        self.oldest = rv;
+    }
+
     /// Changes after `rv` of one resource, or None if `rv` is older than the log.
     pub fn changes_since(&self, resource: &Resource, rv: u64) -> Option<Vec<LogEntry>> {
         if rv < self.oldest {
