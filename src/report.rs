@@ -210,6 +210,9 @@ pub fn human_line(event: &Event) -> Option<String> {
                 "Starting"
             )
         }
+        Event::Progress { subject, message } if subject.is_empty() => {
+            format!("{:>12} {message}", "")
+        }
         Event::Progress { subject, message } => format!("{:>12} {subject}: {message}", ""),
         Event::Warning { message } => format!("{:>12} {message}", "warning:"),
         Event::DrainBlocked { node, pods } => {

@@ -182,22 +182,13 @@ impl NodeEvents for EventBridge {
                     message: event.to_string(),
                 },
                 nodes::events::Severity::Info => Event::Progress {
-                    subject: subject_of(&event),
+                    subject: String::new(),
                     message: event.to_string(),
                 },
             },
         };
         self.0.report(&out);
     }
-}
-
-fn subject_of(event: &NodeEvent) -> String {
-    let text = format!("{event:?}");
-    // Every node event names its node first; fall back to the kind of event.
-    text.split(['(', '{', ' '])
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 fn blocked_pods(blocked: &nodes::BlockedPod) -> Vec<report::BlockedPod> {
@@ -592,7 +583,12 @@ impl Engine {
                 reason: step.reason.clone(),
             });
             let started = Instant::now();
-            let from = version_of(&state, &step);
+            let from = match step.action {
+                Action::CreateAgent { .. } | Action::RecreateMaster { .. } => {
+                    Some("new".to_owned())
+                }
+                _ => version_of(&state, &step),
+            };
             let result = self.execute(&state, goal, &step).await;
             let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let outcome = if result.is_ok() {

@@ -389,7 +389,8 @@ fn next_agent_step(pool: &PoolState, suffix: &str, goal: &Goal) -> Option<Step> 
     };
     if pool.vms.len() < needed {
         let index = pool.lowest_free_index();
-        let surge = !old.is_empty();
+        // Beyond the pool's count it is the surge VM; below it, a freed index refilled.
+        let surge = pool.vms.len() >= pool.count;
         let reason = if surge {
             format!(
                 "pool {} has {} VMs of {}: one more before an old VM is removed",

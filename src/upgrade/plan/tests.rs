@@ -380,7 +380,7 @@ fn a_failed_agent_is_deleted_and_recreated_at_its_index() {
         [
             "delete failed vm k8s-linuxpool-38062788-1",
             "delete node k8s-linuxpool-38062788-1",
-            "create surge vm k8s-linuxpool-38062788-1",
+            "create vm k8s-linuxpool-38062788-1",
         ]
     );
 }
