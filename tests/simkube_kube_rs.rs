@@ -165,6 +165,19 @@ async fn node_patches_updates_and_conflicts_behave_as_a_real_server() {
     );
     assert_eq!(labelled.spec.as_ref().unwrap().unschedulable, Some(true));
 
+    // Server-side apply is approximated by a strategic merge of the applied fields.
+    let applied = nodes
+        .patch(
+            name,
+            &PatchParams::apply("aksup"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"applied": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.metadata.labels.as_ref().unwrap()["applied"], "yes");
+    assert_eq!(applied.metadata.labels.as_ref().unwrap()["upgrade"], "next");
+    let labelled = applied;
+
     // A status change through the main resource is ignored, as on a real server.
     let mut edited = labelled.clone();
     edited.status.as_mut().unwrap().conditions = Some(vec![]);
@@ -470,75 +483,68 @@ async fn owners_recreate_pods_on_schedulable_nodes_only() {
         )
         .await
         .unwrap();
-    let on_target = pods
-        .list(
-            &ListParams::default()
-                .fields(&format!("spec.nodeName={target}"))
-                .labels("app=worker"),
-        )
-        .await
-        .unwrap()
-        .items;
     let all_pods: Api<Pod> = Api::all(client.clone());
-    let everything_on_target = all_pods
+    let on_target = all_pods
         .list(&ListParams::default().fields(&format!("spec.nodeName={target}")))
         .await
         .unwrap()
         .items;
     assert!(
-        everything_on_target
+        on_target
+            .iter()
+            .all(|p| p.spec.as_ref().unwrap().node_name.as_deref() == Some(target))
+    );
+    assert!(
+        on_target
             .iter()
             .any(|p| p.metadata.namespace.as_deref() == Some("kube-system"))
     );
-    let victim = match on_target.first() {
-        Some(p) => p.metadata.name.clone().unwrap(),
-        None => {
-            // Spread put no worker here: evict any worker, the point is where the replacement goes.
-            pods.list(&ListParams::default().labels("app=worker"))
-                .await
-                .unwrap()
-                .items[0]
-                .metadata
-                .name
-                .clone()
-                .unwrap()
-        }
-    };
-    pods.delete(&victim, &Default::default()).await.unwrap();
-    wait_for("two ready workers again", Duration::from_secs(20), || {
+
+    // Delete every worker: the replacements avoid the cordoned agent and the tainted master.
+    let before: Vec<String> = pods
+        .list(&ListParams::default().labels("app=worker"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| p.metadata.name.unwrap())
+        .collect();
+    assert_eq!(before.len(), 2);
+    for name in &before {
+        pods.delete(name, &Default::default()).await.unwrap();
+    }
+    wait_for("two new ready workers", Duration::from_secs(20), || {
         c.pods()
             .iter()
             .filter(|p| {
                 p["metadata"]["labels"]["app"] == "worker"
+                    && !before.iter().any(|b| p["metadata"]["name"] == b.as_str())
                     && p["status"]["phase"] == "Running"
-                    && p["metadata"].get("deletionTimestamp").is_none()
             })
             .count()
             == 2
     })
     .await;
-    for p in c.pods().iter().filter(|p| {
-        p["metadata"]["labels"]["app"] == "worker" && p["metadata"]["name"] != victim.as_str()
-    }) {
-        if p["metadata"]["creationTimestamp"].is_string()
-            && p["metadata"].get("deletionTimestamp").is_none()
-            && p["metadata"]["name"]
-                != on_target
-                    .first()
-                    .map(|x| x.metadata.name.clone().unwrap())
-                    .unwrap_or_default()
-                    .as_str()
-        {
-            assert_ne!(
-                p["spec"]["nodeName"], target,
-                "a replacement landed on a cordoned node"
-            );
-            assert_ne!(
-                p["spec"]["nodeName"], "k8s-master-12345678-0",
-                "a replacement landed on the tainted master"
-            );
-        }
-    }
+    let placements: Vec<String> = c
+        .pods()
+        .iter()
+        .filter(|p| {
+            p["metadata"]["labels"]["app"] == "worker"
+                && !before.iter().any(|b| p["metadata"]["name"] == b.as_str())
+        })
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(placements.len(), 2);
+    assert!(
+        placements
+            .iter()
+            .all(|n| n != target && !n.starts_with("k8s-master")),
+        "{placements:?}"
+    );
+    assert_ne!(
+        placements[0], placements[1],
+        "replicas are spread: {placements:?}"
+    );
 
     // A new node gets the DaemonSet pod; a deleted VM loses its pods.
     c.sim

@@ -1275,6 +1275,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn kube_rs_eviction_bodies_are_accepted_with_a_warning() {
+        let sim = sim();
+        sim.apply_scenario(&Scenario::from_json(r#"{"pods": [{"name": "p"}]}"#).unwrap())
+            .unwrap();
+        let body = r#"{"delete_options": {"gracePeriodSeconds": 1}, "metadata": {"name": "p", "namespace": "default"}}"#;
+        let request = axum::http::Request::post("/api/v1/namespaces/default/pods/p/eviction")
+            .header("Authorization", "Bearer t0k3n")
+            .header("Content-Type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let (code, headers, body) = call(&sim, request).await;
+        assert_eq!(code, 201, "{body}");
+        assert_eq!(
+            headers["warning"],
+            "299 - \"unknown field \\\"delete_options\\\"\""
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap(),
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
+        );
+        // The pod was never scheduled, so it is deleted at once.
+        assert!(sim.objects("pods").is_empty());
+    }
+
+    #[tokio::test]
     async fn watches_replay_changes_end_with_a_bookmark_and_expire() {
         let sim = sim();
         let start = sim.world().store.resource_version();
