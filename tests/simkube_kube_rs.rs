@@ -763,3 +763,73 @@ async fn leases_events_workloads_and_namespaces_are_served() {
     );
     assert_eq!(apiserver.metadata.owner_references.unwrap()[0].kind, "Node");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_watch_by_node_and_delete_with_a_grace_period() {
+    let c = cluster().await;
+    let client = c.client();
+    let node = c.pod("shop", "debug").unwrap()["spec"]["nodeName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let all_pods: Api<Pod> = Api::all(client.clone());
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let mut stream = watcher(all_pods, config).boxed();
+    let mut initial = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::Init => {}
+            watcher::Event::InitApply(p) => initial.push(p),
+            watcher::Event::InitDone => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(!initial.is_empty());
+    assert!(
+        initial
+            .iter()
+            .all(|p| p.spec.as_ref().unwrap().node_name.as_deref() == Some(node.as_str()))
+    );
+    assert!(
+        initial
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some("debug"))
+    );
+
+    let pods: Api<Pod> = Api::namespaced(client, "shop");
+    let deleted = pods
+        .delete(
+            "debug",
+            &kube::api::DeleteParams {
+                grace_period_seconds: Some(20),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let terminating = deleted.left().expect("a graceful delete returns the pod");
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(20));
+    // The watch sees the pod marked for deletion, then gone after 20 virtual seconds.
+    let mut saw_terminating = false;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match event {
+            watcher::Event::Apply(p) if p.metadata.name.as_deref() == Some("debug") => {
+                saw_terminating |= p.metadata.deletion_timestamp.is_some();
+            }
+            watcher::Event::Delete(p) if p.metadata.name.as_deref() == Some("debug") => break,
+            _ => {}
+        }
+    }
+    assert!(saw_terminating);
+    assert_eq!(api_error(pods.get("debug").await).code, 404);
+}
