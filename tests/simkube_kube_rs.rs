@@ -342,7 +342,7 @@ async fn eviction_honours_budgets_grace_periods_and_both_body_forms() {
             ..Default::default()
         },
         delete_options: Some(DeleteOptions {
-            grace_period_seconds: Some(7),
+            grace_period_seconds: Some(120),
             ..Default::default()
         }),
     };
@@ -353,7 +353,10 @@ async fn eviction_honours_budgets_grace_periods_and_both_body_forms() {
     assert_eq!(ok.code, 201);
     let terminating = pods.get(&first).await.unwrap();
     assert!(terminating.metadata.deletion_timestamp.is_some());
-    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(7));
+    assert_eq!(
+        terminating.metadata.deletion_grace_period_seconds,
+        Some(120)
+    );
 
     // The budget is spent: the next eviction is refused with the real 429.
     let second = web[1].metadata.name.clone().unwrap();
@@ -569,12 +572,15 @@ async fn owners_recreate_pods_on_schedulable_nodes_only() {
         .pods()
         .iter()
         .filter(|p| {
+            // Replicated pods that are not already terminating (those may finish meanwhile).
             p["spec"]["nodeName"] == lost
                 && p["metadata"]["namespace"] == "shop"
                 && p["metadata"]["ownerReferences"].is_array()
+                && p["metadata"].get("deletionTimestamp").is_none()
         })
         .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
         .collect();
+    assert!(!before.is_empty(), "the spread put replicas on {lost}");
     c.sim.vm_deleted(lost);
     let node = nodes.get(lost).await.unwrap();
     let ready = node
