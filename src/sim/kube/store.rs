@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::resources::Resource;
 
 /// How many changes are kept for watches that resume from a resourceVersion.
-const LOG_CAPACITY: usize = 20_000;
+const LOG_CAPACITY: usize = 5_000;
 
 /// An error answered as a Kubernetes `Status`.
 #[derive(Clone, Debug, PartialEq)]
