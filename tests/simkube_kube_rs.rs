@@ -165,6 +165,19 @@ async fn node_patches_updates_and_conflicts_behave_as_a_real_server() {
     );
     assert_eq!(labelled.spec.as_ref().unwrap().unschedulable, Some(true));
 
+    // Server-side apply is approximated by a strategic merge of the applied fields.
+    let applied = nodes
+        .patch(
+            name,
+            &PatchParams::apply("aksup"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"applied": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.metadata.labels.as_ref().unwrap()["applied"], "yes");
+    assert_eq!(applied.metadata.labels.as_ref().unwrap()["upgrade"], "next");
+    let labelled = applied;
+
     // A status change through the main resource is ignored, as on a real server.
     let mut edited = labelled.clone();
     edited.status.as_mut().unwrap().conditions = Some(vec![]);
@@ -329,7 +342,7 @@ async fn eviction_honours_budgets_grace_periods_and_both_body_forms() {
             ..Default::default()
         },
         delete_options: Some(DeleteOptions {
-            grace_period_seconds: Some(7),
+            grace_period_seconds: Some(120),
             ..Default::default()
         }),
     };
@@ -340,7 +353,10 @@ async fn eviction_honours_budgets_grace_periods_and_both_body_forms() {
     assert_eq!(ok.code, 201);
     let terminating = pods.get(&first).await.unwrap();
     assert!(terminating.metadata.deletion_timestamp.is_some());
-    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(7));
+    assert_eq!(
+        terminating.metadata.deletion_grace_period_seconds,
+        Some(120)
+    );
 
     // The budget is spent: the next eviction is refused with the real 429.
     let second = web[1].metadata.name.clone().unwrap();
@@ -470,75 +486,68 @@ async fn owners_recreate_pods_on_schedulable_nodes_only() {
         )
         .await
         .unwrap();
-    let on_target = pods
-        .list(
-            &ListParams::default()
-                .fields(&format!("spec.nodeName={target}"))
-                .labels("app=worker"),
-        )
-        .await
-        .unwrap()
-        .items;
     let all_pods: Api<Pod> = Api::all(client.clone());
-    let everything_on_target = all_pods
+    let on_target = all_pods
         .list(&ListParams::default().fields(&format!("spec.nodeName={target}")))
         .await
         .unwrap()
         .items;
     assert!(
-        everything_on_target
+        on_target
+            .iter()
+            .all(|p| p.spec.as_ref().unwrap().node_name.as_deref() == Some(target))
+    );
+    assert!(
+        on_target
             .iter()
             .any(|p| p.metadata.namespace.as_deref() == Some("kube-system"))
     );
-    let victim = match on_target.first() {
-        Some(p) => p.metadata.name.clone().unwrap(),
-        None => {
-            // Spread put no worker here: evict any worker, the point is where the replacement goes.
-            pods.list(&ListParams::default().labels("app=worker"))
-                .await
-                .unwrap()
-                .items[0]
-                .metadata
-                .name
-                .clone()
-                .unwrap()
-        }
-    };
-    pods.delete(&victim, &Default::default()).await.unwrap();
-    wait_for("two ready workers again", Duration::from_secs(20), || {
+
+    // Delete every worker: the replacements avoid the cordoned agent and the tainted master.
+    let before: Vec<String> = pods
+        .list(&ListParams::default().labels("app=worker"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| p.metadata.name.unwrap())
+        .collect();
+    assert_eq!(before.len(), 2);
+    for name in &before {
+        pods.delete(name, &Default::default()).await.unwrap();
+    }
+    wait_for("two new ready workers", Duration::from_secs(20), || {
         c.pods()
             .iter()
             .filter(|p| {
                 p["metadata"]["labels"]["app"] == "worker"
+                    && !before.iter().any(|b| p["metadata"]["name"] == b.as_str())
                     && p["status"]["phase"] == "Running"
-                    && p["metadata"].get("deletionTimestamp").is_none()
             })
             .count()
             == 2
     })
     .await;
-    for p in c.pods().iter().filter(|p| {
-        p["metadata"]["labels"]["app"] == "worker" && p["metadata"]["name"] != victim.as_str()
-    }) {
-        if p["metadata"]["creationTimestamp"].is_string()
-            && p["metadata"].get("deletionTimestamp").is_none()
-            && p["metadata"]["name"]
-                != on_target
-                    .first()
-                    .map(|x| x.metadata.name.clone().unwrap())
-                    .unwrap_or_default()
-                    .as_str()
-        {
-            assert_ne!(
-                p["spec"]["nodeName"], target,
-                "a replacement landed on a cordoned node"
-            );
-            assert_ne!(
-                p["spec"]["nodeName"], "k8s-master-12345678-0",
-                "a replacement landed on the tainted master"
-            );
-        }
-    }
+    let placements: Vec<String> = c
+        .pods()
+        .iter()
+        .filter(|p| {
+            p["metadata"]["labels"]["app"] == "worker"
+                && !before.iter().any(|b| p["metadata"]["name"] == b.as_str())
+        })
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(placements.len(), 2);
+    assert!(
+        placements
+            .iter()
+            .all(|n| n != target && !n.starts_with("k8s-master")),
+        "{placements:?}"
+    );
+    assert_ne!(
+        placements[0], placements[1],
+        "replicas are spread: {placements:?}"
+    );
 
     // A new node gets the DaemonSet pod; a deleted VM loses its pods.
     c.sim
@@ -563,12 +572,15 @@ async fn owners_recreate_pods_on_schedulable_nodes_only() {
         .pods()
         .iter()
         .filter(|p| {
+            // Replicated pods that are not already terminating (those may finish meanwhile).
             p["spec"]["nodeName"] == lost
                 && p["metadata"]["namespace"] == "shop"
                 && p["metadata"]["ownerReferences"].is_array()
+                && p["metadata"].get("deletionTimestamp").is_none()
         })
         .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
         .collect();
+    assert!(!before.is_empty(), "the spread put replicas on {lost}");
     c.sim.vm_deleted(lost);
     let node = nodes.get(lost).await.unwrap();
     let ready = node
@@ -756,4 +768,74 @@ async fn leases_events_workloads_and_namespaces_are_served() {
             .contains_key("kubernetes.io/config.mirror")
     );
     assert_eq!(apiserver.metadata.owner_references.unwrap()[0].kind, "Node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_watch_by_node_and_delete_with_a_grace_period() {
+    let c = cluster().await;
+    let client = c.client();
+    let node = c.pod("shop", "debug").unwrap()["spec"]["nodeName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let all_pods: Api<Pod> = Api::all(client.clone());
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let mut stream = watcher(all_pods, config).boxed();
+    let mut initial = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            watcher::Event::Init => {}
+            watcher::Event::InitApply(p) => initial.push(p),
+            watcher::Event::InitDone => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(!initial.is_empty());
+    assert!(
+        initial
+            .iter()
+            .all(|p| p.spec.as_ref().unwrap().node_name.as_deref() == Some(node.as_str()))
+    );
+    assert!(
+        initial
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some("debug"))
+    );
+
+    let pods: Api<Pod> = Api::namespaced(client, "shop");
+    let deleted = pods
+        .delete(
+            "debug",
+            &kube::api::DeleteParams {
+                grace_period_seconds: Some(20),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let terminating = deleted.left().expect("a graceful delete returns the pod");
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(20));
+    // The watch sees the pod marked for deletion, then gone after 20 virtual seconds.
+    let mut saw_terminating = false;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match event {
+            watcher::Event::Apply(p) if p.metadata.name.as_deref() == Some("debug") => {
+                saw_terminating |= p.metadata.deletion_timestamp.is_some();
+            }
+            watcher::Event::Delete(p) if p.metadata.name.as_deref() == Some("debug") => break,
+            _ => {}
+        }
+    }
+    assert!(saw_terminating);
+    assert_eq!(api_error(pods.get("debug").await).code, 404);
 }

@@ -442,3 +442,36 @@ async fn kubectl_drain_blocked_by_a_budget_retries_reports_it_and_completes_once
     );
     assert!(text.contains(&format!("node/{node} drained")), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_watch_prints_changes_as_table_rows() {
+    let kubectl_bin = require_kubectl!();
+    let c = cluster(50.0, 2).await;
+    let sim = c.sim.clone();
+    // The kubelet stops reporting Ready while kubectl watches.
+    let not_ready = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sim.set_node_ready("k8s-agentpool-12345678-2", false);
+    });
+    let out = kubectl(
+        &kubectl_bin,
+        &c,
+        &["get", "nodes", "-w", "--request-timeout=4s"],
+        Duration::from_secs(30),
+    )
+    .await;
+    not_ready.await.unwrap();
+    assert_eq!(out.code, 0, "{}", out.all());
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("k8s-agentpool-12345678-2") && l.contains("NotReady")),
+        "{}",
+        out.all()
+    );
+}

@@ -299,7 +299,7 @@ async fn dispatch(
             let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
             if watch {
                 verb_check(resource, "watch")?;
-                watch_response(sim, target, query)
+                watch_response(sim, target, query, accept)
             } else {
                 verb_check(resource, "list")?;
                 list(sim, target, query, accept)
@@ -958,7 +958,36 @@ fn bookmark(resource: &Resource, rv: u64, initial_end: bool) -> Value {
     object
 }
 
-fn watch_response(sim: &KubeSim, target: &Target, query: &Query) -> Result<Response, ApiError> {
+/// Wraps watched objects in one-row Tables for `kubectl get -w`; the first
+/// carries the column definitions, as the real server sends them.
+struct TableWrap {
+    resource: &'static Resource,
+    include: String,
+    clock: crate::sim::clock::Clock,
+    first: bool,
+}
+
+impl TableWrap {
+    fn wrap(wrap: &mut Option<TableWrap>, object: &Value) -> Value {
+        let Some(w) = wrap.as_mut() else {
+            return object.clone();
+        };
+        let rv = str_at(object, "/metadata/resourceVersion").to_string();
+        let mut t = table::table(w.resource, &[object], &rv, &w.include, w.clock.now());
+        if !w.first {
+            t["columnDefinitions"] = json!([]);
+        }
+        w.first = false;
+        t
+    }
+}
+
+fn watch_response(
+    sim: &KubeSim,
+    target: &Target,
+    query: &Query,
+    accept: &str,
+) -> Result<Response, ApiError> {
     let filter = Filter::new(target, query)?;
     let resource = target.resource;
     let bookmarks = query
@@ -981,6 +1010,18 @@ fn watch_response(sim: &KubeSim, target: &Target, query: &Query) -> Result<Respo
         ));
     }
 
+    let mut wrap = table::wants_table(accept).then(|| TableWrap {
+        resource,
+        include: query.get("includeObject").cloned().unwrap_or_default(),
+        clock: sim
+            .shared
+            .world
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clock
+            .clone(),
+        first: true,
+    });
     let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
     let (mut last_rv, initial, mut receiver, bookmark_every) = {
         let world = sim.world();
@@ -1015,7 +1056,7 @@ fn watch_response(sim: &KubeSim, target: &Target, query: &Query) -> Result<Respo
     };
     if let Some(objects) = initial {
         for o in &objects {
-            let _ = tx.unbounded_send(Ok(event_line("ADDED", o)));
+            let _ = tx.unbounded_send(Ok(event_line("ADDED", &TableWrap::wrap(&mut wrap, o))));
         }
         if send_initial {
             let _ = tx.unbounded_send(Ok(event_line(
@@ -1059,7 +1100,10 @@ fn watch_response(sim: &KubeSim, target: &Target, query: &Query) -> Result<Respo
                         };
                         if let Some(kind) = kind
                             && tx
-                                .unbounded_send(Ok(event_line(kind, &entry.object)))
+                                .unbounded_send(Ok(event_line(
+                                    kind,
+                                    &TableWrap::wrap(&mut wrap, &entry.object),
+                                )))
                                 .is_err()
                         {
                             return;
@@ -1272,6 +1316,31 @@ mod tests {
         assert_eq!(table["kind"], "Table");
         assert_eq!(table["rows"][0]["cells"][0], "p");
         assert_eq!(table["rows"][0]["cells"][2], "Pending");
+    }
+
+    #[tokio::test]
+    async fn kube_rs_eviction_bodies_are_accepted_with_a_warning() {
+        let sim = sim();
+        sim.apply_scenario(&Scenario::from_json(r#"{"pods": [{"name": "p"}]}"#).unwrap())
+            .unwrap();
+        let body = r#"{"delete_options": {"gracePeriodSeconds": 1}, "metadata": {"name": "p", "namespace": "default"}}"#;
+        let request = axum::http::Request::post("/api/v1/namespaces/default/pods/p/eviction")
+            .header("Authorization", "Bearer t0k3n")
+            .header("Content-Type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let (code, headers, body) = call(&sim, request).await;
+        assert_eq!(code, 201, "{body}");
+        assert_eq!(
+            headers["warning"],
+            "299 - \"unknown field \\\"delete_options\\\"\""
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap(),
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
+        );
+        // The pod was never scheduled, so it is deleted at once.
+        assert!(sim.objects("pods").is_empty());
     }
 
     #[tokio::test]

@@ -282,7 +282,8 @@ impl World {
         grace: i64,
         now: SystemTime,
     ) -> Result<Value, ApiError> {
-        let grace = grace.max(0);
+        // Ten years at most: enough for any grace period, and no time overflow.
+        let grace = grace.clamp(0, 315_360_000);
         let uid = str_at(&pod, "/metadata/uid").to_string();
         let at = now + Duration::from_secs(grace as u64);
         let meta = metadata_mut(&mut pod);

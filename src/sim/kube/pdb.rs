@@ -39,24 +39,29 @@ pub fn matching_pdbs<'a>(pod: &Value, pdbs: &[&'a Value]) -> Vec<&'a Value> {
 /// An int-or-percent value scaled against `total`, rounding up as the
 /// disruption controller does.
 pub fn scaled(value: &Value, total: i64) -> Result<i64, String> {
+    let invalid = || {
+        format!(
+            "invalid value {value}: a non-negative integer or a percentage from 0% to 100% is expected"
+        )
+    };
     match value {
-        Value::Number(n) => n.as_i64().ok_or_else(|| format!("invalid integer {n}")),
-        Value::String(s) => {
-            if let Some(p) = s.strip_suffix('%') {
-                let percent: i64 = p
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("invalid percent {s:?}"))?;
-                Ok((percent * total + 99) / 100)
-            } else {
-                s.trim().parse().map_err(|_| {
-                    format!("invalid value {s:?}: an integer or a percentage is expected")
-                })
+        Value::Number(n) => n.as_i64().filter(|v| *v >= 0).ok_or_else(invalid),
+        Value::String(s) => match s.strip_suffix('%') {
+            Some(p) => {
+                let percent: i64 = p.trim().parse().map_err(|_| invalid())?;
+                if !(0..=100).contains(&percent) {
+                    return Err(invalid());
+                }
+                Ok((percent * total.clamp(0, i64::MAX / 200) + 99) / 100)
             }
-        }
-        other => Err(format!(
-            "invalid value {other}: an integer or a percentage is expected"
-        )),
+            None => s
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|v| *v >= 0)
+                .ok_or_else(invalid),
+        },
+        _ => Err(invalid()),
     }
 }
 
@@ -106,7 +111,7 @@ pub fn compute_status(
         if let Some(max) = max_unavailable {
             let expected = expected_scale()?;
             let max = scaled(max, expected)?;
-            Ok((expected, (expected - max).max(0)))
+            Ok((expected, expected.saturating_sub(max).max(0)))
         } else if let Some(min) = min_available {
             if is_percent(min) {
                 let expected = expected_scale()?;
@@ -123,7 +128,7 @@ pub fn compute_status(
         Ok((expected, desired)) => (expected, desired, None),
         Err(e) => (0, 0, Some(e)),
     };
-    let mut allowed = current_healthy - desired;
+    let mut allowed = current_healthy.saturating_sub(desired);
     if expected <= 0 || allowed <= 0 || error.is_some() {
         allowed = 0;
     }
@@ -318,6 +323,22 @@ mod tests {
             summary(&status(json!({"maxUnavailable": 1}), &all)),
             (2, 2, 0, 3)
         );
+    }
+
+    #[test]
+    fn hostile_values_fail_the_sync_instead_of_overflowing() {
+        let pods = [pod("a", true, Some("rs"))];
+        for spec in [
+            json!({"minAvailable": "900%"}),
+            json!({"minAvailable": -5}),
+            json!({"maxUnavailable": "-9223372036854775808"}),
+        ] {
+            let s = status(spec, &pods);
+            assert_eq!(s["disruptionsAllowed"], 0);
+            assert_eq!(s["conditions"][0]["reason"], "SyncFailed");
+        }
+        assert_eq!(scaled(&json!("50%"), 3), Ok(2));
+        assert_eq!(scaled(&json!("3"), 0), Ok(3));
     }
 
     #[test]

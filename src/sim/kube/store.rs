@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::resources::Resource;
 
 /// How many changes are kept for watches that resume from a resourceVersion.
-const LOG_CAPACITY: usize = 20_000;
+const LOG_CAPACITY: usize = 5_000;
 
 /// An error answered as a Kubernetes `Status`.
 #[derive(Clone, Debug, PartialEq)]
@@ -407,11 +407,10 @@ pub fn parse_time(text: &str) -> Option<SystemTime> {
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + hour * 3600 + minute * 60;
     let secs = u64::try_from(secs).ok()?;
-    Some(
-        UNIX_EPOCH
-            + std::time::Duration::from_secs(secs)
-            + std::time::Duration::from_secs_f64(second.max(0.0)),
-    )
+    let fraction = std::time::Duration::try_from_secs_f64(second).ok()?;
+    UNIX_EPOCH
+        .checked_add(std::time::Duration::from_secs(secs))?
+        .checked_add(fraction)
 }
 
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
