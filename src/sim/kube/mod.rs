@@ -7,7 +7,7 @@
 //! virtual time of the simulator's [`Clock`]. The ARM side drives it through
 //! `register_node`, `set_node_ready` and `vm_deleted`.
 //!
-//! See docs/simulator-kubernetes.md for what is served and how it differs
+//! See docs/simulator.md (Kubernetes API) for what is served and how it differs
 //! from a real API server.
 
 mod api;
@@ -37,7 +37,7 @@ pub use scenario::{Budget, Scenario, Workload};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "the scenario is not valid JSON in the documented format (see docs/simulator-kubernetes.md)"
+        "the scenario is not valid JSON in the documented format (see docs/simulator.md (Kubernetes API))"
     )]
     ScenarioParse(#[source] serde_json::Error),
     #[error("the scenario is invalid: {0}")]

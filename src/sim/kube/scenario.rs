@@ -53,7 +53,7 @@ pub struct Budget {
     pub unhealthy_pod_eviction_policy: Option<String>,
 }
 
-/// The workloads to create on the cluster. JSON; see docs/simulator-kubernetes.md.
+/// The workloads to create on the cluster. JSON; see docs/simulator.md (Kubernetes API).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Scenario {
