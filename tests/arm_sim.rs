@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use aksup::arm::{
     ApiProfile, ArmClient, ArmConfig, AuthMethod, CredentialConfig, DeploymentRequest, Error,
-    HttpOptions, IdentitySystem, LroOptions, ResourceType, RetryPolicy, cancel_pair,
+    HttpOptions, IdentitySystem, LroOptions, ResourceType, RetryPolicy, TransportKind, cancel_pair,
 };
 use aksup::model::ApiModel;
 use aksup::sim::Simulator;
@@ -845,6 +845,73 @@ async fn a_429_storm_is_ridden_out_honouring_retry_after() {
     );
     let ratio = real_gap(sim, &tries[0], &tries[1]) / 2.0;
     assert!(ratio >= 0.9, "retried {ratio:.2}× Retry-After after a 429");
+    stamp.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_list_rides_out_a_request_budget_storm() {
+    // 3 reads per 60 virtual seconds (60 ms real at 1000×): the stamp answers
+    // 429 with the rest of the window (rounded up to 1 s) as Retry-After.
+    let stamp = stamp(AAD_MODEL, |o| {
+        o.page_size = 1;
+        o.faults = faults(
+            r#"[{"kind":"throttle","budget":3,"windowSeconds":60,"method":"GET","pathContains":"/virtualMachines"}]"#,
+        );
+    })
+    .await;
+    let sim = &stamp.sim;
+    let client = client(sim, secret(sim)).await;
+    let vms = client
+        .list_vms(&sim.endpoints.resource_group)
+        .await
+        .unwrap();
+    assert_eq!(vms.len(), 8);
+    let pages: Vec<_> = arm_requests(sim)
+        .into_iter()
+        .filter(|r| r.path.ends_with("/virtualMachines"))
+        .collect();
+    let throttled: Vec<_> = pages.iter().filter(|r| r.status == 429).collect();
+    assert!(!throttled.is_empty(), "the budget was exceeded");
+    assert_eq!(pages.len() - throttled.len(), 8, "each page read once");
+    for pair in pages.windows(2) {
+        if pair[0].status == 429 {
+            // The retry asks for the same page, Retry-After (1 s) later.
+            assert_eq!(pair[1].query, pair[0].query);
+            let ratio = real_gap(sim, &pair[0], &pair[1]) / 1.0;
+            assert!(ratio >= 0.9, "retried {ratio:.2}× Retry-After after a 429");
+        }
+    }
+    stamp.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stamp_is_trusted_only_through_its_ca() {
+    let stamp = stamp(ADFS_MODEL, |_| {}).await;
+    let sim = &stamp.sim;
+    let rg = sim.endpoints.resource_group.clone();
+    let mut untrusted = config(sim, secret(sim)).await;
+    untrusted.http.ca_file = None;
+    untrusted.http.ssl_cert_file = None;
+    let client = ArmClient::new(untrusted).await.unwrap();
+    let error = client.get_resource_group(&rg).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Transport {
+                kind: TransportKind::Tls,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("--ca-file"), "{error}");
+    assert_eq!(sim.world().requests().total(), 0, "nothing got through");
+
+    // SSL_CERT_FILE (HttpOptions::ssl_cert_file) adds the stamp's CA as well.
+    let mut via_env = config(sim, secret(sim)).await;
+    via_env.http.ssl_cert_file = via_env.http.ca_file.take();
+    let client = ArmClient::new(via_env).await.unwrap();
+    client.get_resource_group(&rg).await.unwrap();
     stamp.sim.shutdown().await;
 }
 
