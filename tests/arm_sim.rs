@@ -302,38 +302,50 @@ async fn a_wrong_certificate_is_refused_clearly_and_the_key_is_never_echoed() {
     for (model, adfs) in [(AAD_MODEL, false), (ADFS_MODEL, true)] {
         let stamp = stamp(model, |_| {}).await;
         let sim = &stamp.sim;
-        let client = client(
-            sim,
-            AuthMethod::ClientCertificate {
-                certificate_path: cert_path.clone(),
-                private_key_path: key_path.clone(),
-            },
-        )
-        .await;
-        let error = client
-            .get_resource_group(&sim.endpoints.resource_group)
-            .await
-            .unwrap_err();
-        let text = error.to_string();
-        match &error {
-            Error::Auth { code, message, .. } => {
-                assert!(!code.is_empty(), "{text}");
-                if adfs {
-                    assert!(message.contains("MSIS"), "{text}");
-                } else {
-                    assert!(message.contains("AADSTS700027"), "{text}");
+        let registered = sim.endpoints.client_certificate_file.clone().unwrap();
+        // Another certificate, then the registered certificate signed with another key.
+        for (case, certificate_path) in [
+            ("another certificate", &cert_path),
+            ("another key", &registered),
+        ] {
+            let before = token_requests(sim).len();
+            let client = client(
+                sim,
+                AuthMethod::ClientCertificate {
+                    certificate_path: certificate_path.clone(),
+                    private_key_path: key_path.clone(),
+                },
+            )
+            .await;
+            let error = client
+                .get_resource_group(&sim.endpoints.resource_group)
+                .await
+                .unwrap_err();
+            let text = error.to_string();
+            match &error {
+                Error::Auth { code, message, .. } => {
+                    assert!(!code.is_empty(), "{text}");
+                    if adfs {
+                        assert!(message.contains("MSIS"), "{case}: {text}");
+                    } else {
+                        assert!(message.contains("AADSTS700027"), "{case}: {text}");
+                    }
                 }
+                other => panic!("{model} {case}: expected an Auth error, got {other:?}"),
             }
-            other => panic!("{model}: expected an Auth error, got {other:?}"),
+            assert!(
+                text.contains("certificate"),
+                "the hint names the certificate: {text}"
+            );
+            assert!(!text.contains('\n'), "one line: {text}");
+            assert_no_secret(&text, &[&key_body, &sim.endpoints.client_secret]);
+            assert_no_secret(&format!("{error:?}"), &[&key_body]);
+            assert_eq!(
+                token_requests(sim).len() - before,
+                1,
+                "{model} {case}: not retried"
+            );
         }
-        assert!(
-            text.contains("certificate"),
-            "the hint names the certificate: {text}"
-        );
-        assert!(!text.contains('\n'), "one line: {text}");
-        assert_no_secret(&text, &[&key_body, &sim.endpoints.client_secret]);
-        assert_no_secret(&format!("{error:?}"), &[&key_body]);
-        assert_eq!(token_requests(sim).len(), 1, "{model}: not retried");
         stamp.sim.shutdown().await;
     }
 }
