@@ -1,12 +1,12 @@
 //! Typed ARM resources: only the fields aksup uses, every unknown field ignored,
 //! every field optional on the wire.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::ArmErrorBody;
+use super::error::{ArmErrorBody, one_line};
 
 /// `{"id": "…"}`
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -329,7 +329,9 @@ pub fn explain_deployment_failure(
     top: Option<&ArmErrorBody>,
     operations: &[DeploymentOperation],
 ) -> (String, String) {
-    let mut parts = Vec::new();
+    // Failures with the same error (a VM and its extension, say) are grouped so
+    // the line says each error once: (code, message) → the resources.
+    let mut groups: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     let mut first_code = None;
     for operation in operations {
         let props = &operation.properties;
@@ -363,8 +365,18 @@ pub fn explain_deployment_failure(
             format!(" ({})", props.provisioning_operation)
         };
         first_code.get_or_insert_with(|| code.clone());
-        parts.push(format!("{target}{operation_name}: {code}: {message}"));
+        groups
+            .entry((code, one_line(&message)))
+            .or_default()
+            .insert(format!("{target}{operation_name}"));
     }
+    let parts: Vec<String> = groups
+        .into_iter()
+        .map(|((code, message), targets)| {
+            let targets = targets.into_iter().collect::<Vec<_>>().join(", ");
+            format!("{targets}: {code}: {message}")
+        })
+        .collect();
     if parts.is_empty()
         && let Some(top) = top
     {
@@ -377,12 +389,7 @@ pub fn explain_deployment_failure(
             "the deployment failed without an error; see its operations in the portal".to_owned(),
         );
     }
-    parts.sort();
-    parts.dedup();
-    (
-        first_code.unwrap_or_default(),
-        super::error::one_line(&parts.join("; ")),
-    )
+    (first_code.unwrap_or_default(), one_line(&parts.join("; ")))
 }
 
 #[cfg(test)]
@@ -455,6 +462,45 @@ mod tests {
             "Microsoft.Compute/virtualMachines/extensions k8s-agent-0/cse0 (Create): VMExtensionHandlerNonTransientError: exit status=50 CSE failed"
         );
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn deployment_failures_with_the_same_error_say_it_once() {
+        let failed = |id: &str, kind: &str, name: &str, code: &str| {
+            json!({"operationId": id, "properties": {"provisioningOperation": "Create", "provisioningState": "Failed",
+              "statusCode": "Conflict",
+              "statusMessage": {"error": {"code": "ResourceDeploymentFailure", "message": "terminal state 'Failed'",
+                 "details": [{"code": code, "message": "exit status=50"}]}},
+              "targetResource": {"resourceType": kind, "resourceName": name}}})
+        };
+        let operations: Vec<DeploymentOperation> = serde_json::from_value(json!([
+            failed(
+                "B",
+                "Microsoft.Compute/virtualMachines/extensions",
+                "vm-0/cse",
+                "VMExtensionProvisioningError"
+            ),
+            failed(
+                "A",
+                "Microsoft.Compute/virtualMachines",
+                "vm-0",
+                "VMExtensionProvisioningError"
+            ),
+            failed(
+                "C",
+                "Microsoft.Compute/virtualMachines",
+                "vm-1",
+                "AllocationFailed"
+            ),
+        ]))
+        .expect("ops");
+        let (code, line) = explain_deployment_failure(None, &operations);
+        assert_eq!(code, "VMExtensionProvisioningError");
+        assert_eq!(
+            line,
+            "Microsoft.Compute/virtualMachines vm-1 (Create): AllocationFailed: exit status=50; \
+             Microsoft.Compute/virtualMachines vm-0 (Create), Microsoft.Compute/virtualMachines/extensions vm-0/cse (Create): VMExtensionProvisioningError: exit status=50"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -40,6 +41,9 @@ pub struct SimOptions {
     pub resource_group: Option<String>,
     /// `Retry-After` seconds of long-running operations; default 15 virtual seconds (≥ 1 real).
     pub retry_after: Option<u64>,
+    /// How long access tokens stay valid, in real time (whole seconds, at
+    /// least 1); default 3599 s. Short lifetimes exercise token refresh.
+    pub token_lifetime: Duration,
 }
 
 impl SimOptions {
@@ -57,6 +61,7 @@ impl SimOptions {
             timings: Timings::default(),
             resource_group: None,
             retry_after: None,
+            token_lifetime: super::world::DEFAULT_TOKEN_LIFETIME,
         }
     }
 }
@@ -298,6 +303,7 @@ impl Simulator {
         );
         state.profile = options.profile;
         state.page_size = options.page_size.max(1);
+        state.token_lifetime = options.token_lifetime;
         let nodes = super::seed::seed(&options.api_model, &mut state)?;
 
         let clock = Clock::new(options.time_scale);

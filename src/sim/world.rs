@@ -54,6 +54,9 @@ impl Default for Timings {
     }
 }
 
+/// The lifetime of access tokens unless [`crate::sim::SimOptions::token_lifetime`] says otherwise.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3599);
+
 /// An api-version profile of Azure Stack Hub.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub enum Profile {
@@ -368,6 +371,9 @@ pub struct State {
     pub profile: Profile,
     pub page_size: usize,
     pub identity: Identity,
+    /// How long issued access tokens stay valid (real time).
+    #[serde(skip)]
+    pub token_lifetime: Duration,
     #[serde(skip)]
     pub tokens: HashMap<String, IssuedToken>,
     pub cluster: ClusterInfo,
@@ -398,6 +404,7 @@ impl State {
             profile: Profile::default(),
             page_size: 50,
             identity,
+            token_lifetime: DEFAULT_TOKEN_LIFETIME,
             tokens: HashMap::new(),
             cluster: ClusterInfo::default(),
             virtual_machines: BTreeMap::new(),

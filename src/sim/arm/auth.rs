@@ -12,7 +12,6 @@ use super::error::ArmError;
 use crate::sim::util::{b64url, b64url_decode, new_uuid, rfc3339, sha1, sha256, unix_seconds};
 use crate::sim::world::IssuedToken;
 
-const TOKEN_LIFETIME: Duration = Duration::from_secs(3599);
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Which token endpoint was called.
@@ -232,15 +231,19 @@ pub fn token(
     }
 
     let issued = SystemTime::now();
-    let token = make_token(&audience, &tenant_id, &client_id, issued, &app.base);
+    // Whole seconds, at least one: `expires_in` is an integer on the wire.
+    let lifetime = Duration::from_secs(app.world.lock().token_lifetime.as_secs().max(1));
+    let token = make_token(
+        &audience, &tenant_id, &client_id, issued, &app.base, lifetime,
+    );
     app.world.lock().tokens.insert(
         token.clone(),
         IssuedToken {
             client_id: client_id.clone(),
-            expires: Instant::now() + TOKEN_LIFETIME,
+            expires: Instant::now() + lifetime,
         },
     );
-    let expires_in = TOKEN_LIFETIME.as_secs();
+    let expires_in = lifetime.as_secs();
     let expires_on = unix_seconds(issued) + expires_in;
     let body = match flavor {
         Flavor::AadV2 => json!({
@@ -282,6 +285,7 @@ fn make_token(
     client_id: &str,
     issued: SystemTime,
     base: &str,
+    lifetime: Duration,
 ) -> String {
     let header = json!({"typ": "JWT", "alg": "RS256", "kid": "aksup-simulator"});
     let iat = unix_seconds(issued);
@@ -290,7 +294,7 @@ fn make_token(
         "iss": format!("{base}/{tenant}/"),
         "iat": iat,
         "nbf": iat,
-        "exp": iat + TOKEN_LIFETIME.as_secs(),
+        "exp": iat + lifetime.as_secs(),
         "appid": client_id,
         "tid": tenant,
         "oid": crate::sim::util::uuid_from(client_id),
