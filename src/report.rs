@@ -277,10 +277,10 @@ pub fn summary_table(nodes: &[NodeSummary]) -> String {
     if nodes.is_empty() {
         return String::new();
     }
-    let rows: Vec<[String; 4]> = nodes
+    let rows: Vec<Vec<String>> = nodes
         .iter()
         .map(|n| {
-            [
+            vec![
                 n.node.clone(),
                 format!("{} -> {}", n.from.as_deref().unwrap_or("?"), n.to),
                 format_duration(Duration::from_millis(n.duration_ms)),
@@ -288,18 +288,24 @@ pub fn summary_table(nodes: &[NodeSummary]) -> String {
             ]
         })
         .collect();
-    let header = ["NODE", "VERSION", "TIME", "RESULT"];
-    let widths: Vec<usize> = (0..4)
+    text_table(&["NODE", "VERSION", "TIME", "RESULT"], &rows)
+}
+
+/// A plain text table: columns left-aligned and padded to their widest cell,
+/// two spaces apart, no trailing spaces.
+pub fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let columns = header.len();
+    let widths: Vec<usize> = (0..columns)
         .map(|c| {
             rows.iter()
-                .map(|r| r[c].len())
+                .filter_map(|r| r.get(c).map(String::len))
                 .chain([header[c].len()])
                 .max()
                 .unwrap_or(0)
         })
         .collect();
     let mut out = String::new();
-    let line = |cells: [&str; 4], out: &mut String| {
+    let mut line = |cells: Vec<&str>| {
         let text: Vec<String> = cells
             .iter()
             .zip(&widths)
@@ -308,9 +314,9 @@ pub fn summary_table(nodes: &[NodeSummary]) -> String {
         out.push_str(text.join("  ").trim_end());
         out.push('\n');
     };
-    line(header, &mut out);
-    for row in &rows {
-        line([&row[0], &row[1], &row[2], &row[3]], &mut out);
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
     }
     out
 }

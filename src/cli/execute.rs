@@ -292,12 +292,12 @@ pub fn print_plan(checked: &CheckedUpgrade, plan: &Plan, json: bool) {
         checked.target_version,
         plan.steps.len()
     );
-    let rows: Vec<[String; 4]> = plan
+    let rows: Vec<Vec<String>> = plan
         .steps
         .iter()
         .enumerate()
         .map(|(i, step)| {
-            [
+            vec![
                 (i + 1).to_string(),
                 step.action.verb().to_owned(),
                 step.action.subject(),
@@ -305,32 +305,10 @@ pub fn print_plan(checked: &CheckedUpgrade, plan: &Plan, json: bool) {
             ]
         })
         .collect();
-    let header = ["#", "ACTION", "VM/NODE", "REASON"];
-    let widths: Vec<usize> = (0..3)
-        .map(|c| {
-            rows.iter()
-                .map(|r| r[c].len())
-                .chain([header[c].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: [&str; 4]| {
-        format!(
-            "{:>w0$}  {:<w1$}  {:<w2$}  {}",
-            cells[0],
-            cells[1],
-            cells[2],
-            cells[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2]
-        )
-    };
-    println!("{}", line(header));
-    for row in &rows {
-        println!("{}", line([&row[0], &row[1], &row[2], &row[3]]));
-    }
+    print!(
+        "{}",
+        report::text_table(&["#", "ACTION", "VM/NODE", "REASON"], &rows)
+    );
     for adjustment in &checked.adjustments {
         println!(
             "adjust {}: {} -> {} ({})",

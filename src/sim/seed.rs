@@ -86,21 +86,8 @@ pub fn availability_set_name(pool: &str, suffix: &str) -> String {
     format!("{pool}-availabilitySet-{suffix}")
 }
 
-/// `Premium_LRS` for VM sizes that take premium storage (an `s` in the size
-/// family, as `Standard_DS2_v2` or `Standard_D2s_v3`), else `Standard_LRS`.
-pub fn storage_tier(vm_size: &str) -> &'static str {
-    let family = vm_size
-        .strip_prefix("Standard_")
-        .unwrap_or(vm_size)
-        .split('_')
-        .next()
-        .unwrap_or_default();
-    if family.chars().skip(1).any(|c| c == 's' || c == 'S') {
-        "Premium_LRS"
-    } else {
-        "Standard_LRS"
-    }
-}
+/// The storage tier of a VM size (one rule, shared with the node template).
+pub use crate::template::storage_tier;
 
 /// The labels a kubelet sets on its own Node (hostname, OS, arch, instance type,
 /// region and zone).
