@@ -580,6 +580,98 @@ fn action_pool(action: &Action) -> &str {
     }
 }
 
+/// A preflight gate and its result, for showing in a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GateResult {
+    pub gate: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// The preflight gates of a plan with their results: masters present and
+/// Ready, marketplace images available, drains not blocked by
+/// PodDisruptionBudgets now (a warning: the drain waits for them).
+pub fn gates(state: &ClusterState, goal: &Goal) -> Vec<GateResult> {
+    let mut out = Vec::new();
+    if let Some(masters) = state.masters() {
+        let missing: Vec<usize> = (0..masters.count)
+            .filter(|i| masters.vm_at(*i).is_none())
+            .collect();
+        let not_ready: Vec<String> = masters
+            .vms
+            .iter()
+            .filter(|vm| !vm.node_ready())
+            .map(|vm| vm.name.to_string())
+            .collect();
+        let upgraded_not_ready = masters
+            .vms
+            .iter()
+            .filter(|vm| goal.is_upgraded(vm) && !vm.node_ready())
+            .count();
+        let (passed, detail) = match (missing.as_slice(), not_ready.is_empty()) {
+            ([], true) => (
+                true,
+                format!("all {} masters present and Ready", masters.count),
+            ),
+            ([index], _) if upgraded_not_ready < 2 => (
+                true,
+                format!("master index {index} is missing: it is recreated first"),
+            ),
+            _ if upgraded_not_ready >= 2 => (
+                false,
+                format!("{upgraded_not_ready} upgraded masters are NotReady"),
+            ),
+            (missing, _) if missing.len() > 1 => (
+                false,
+                format!("{} master indexes are missing", missing.len()),
+            ),
+            _ => (false, format!("not Ready: {}", not_ready.join(", "))),
+        };
+        out.push(GateResult {
+            gate: "masters".into(),
+            passed,
+            detail,
+        });
+    }
+    out.push(GateResult {
+        gate: "images".into(),
+        passed: state.missing_images.is_empty(),
+        detail: if state.missing_images.is_empty() {
+            "the marketplace images the new VMs need exist".into()
+        } else {
+            format!(
+                "missing: {}",
+                state
+                    .missing_images
+                    .iter()
+                    .map(|i| format!("{}:{}:{}:{}", i.publisher, i.offer, i.sku, i.version))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+    });
+    out.push(GateResult {
+        gate: "disruption budgets".into(),
+        passed: state.drain_blockers.is_empty(),
+        detail: if state.drain_blockers.is_empty() {
+            "no PodDisruptionBudget blocks a drain now".into()
+        } else {
+            format!(
+                "drains would wait on {} node(s) now: {}",
+                state.drain_blockers.len(),
+                state
+                    .drain_blockers
+                    .keys()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+    });
+    out
+}
+
 /// The most steps a plan may have before the planner is considered stuck (a bug).
 const MAX_STEPS: usize = 100_000;
 

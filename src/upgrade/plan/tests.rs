@@ -441,3 +441,26 @@ fn drain_blockers_show_as_warnings() {
     assert_eq!(plan.warnings.len(), 1);
     assert!(plan.warnings[0].contains("web-1"));
 }
+
+#[test]
+fn gates_report_masters_images_and_budgets() {
+    let mut state = cluster();
+    let all = gates(&state, &goal());
+    assert!(all.iter().all(|g| g.passed), "{all:?}");
+    assert_eq!(all[0].detail, "all 3 masters present and Ready");
+    state.pool_mut(&PoolKind::Master).unwrap().vms.remove(1);
+    state
+        .missing_images
+        .push(crate::template::UBUNTU_2204.owned());
+    state
+        .drain_blockers
+        .insert(NodeName::new("n1"), vec!["default/web-1".into()]);
+    let all = gates(&state, &goal());
+    assert!(
+        all[0].passed && all[0].detail.contains("recreated first"),
+        "{:?}",
+        all[0]
+    );
+    assert!(!all[1].passed && all[1].detail.contains("ubuntu-2204"));
+    assert!(!all[2].passed && all[2].detail.contains("n1"));
+}
