@@ -44,6 +44,9 @@ pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
             source.display()
         )))
     })?;
+    // A directory we made for a dry run is removed afterwards: nothing in it
+    // outlives the run. One the user named is always kept.
+    let temporary = args.simulator_dir.is_none() && args.dry_run;
     let dir = match &args.simulator_dir {
         Some(dir) => dir.clone(),
         None => default_dir(&model)?,
@@ -58,11 +61,18 @@ pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
     let copy = endpoints.api_model_file.clone().ok_or_else(|| {
         UserError::failed(anyhow::anyhow!("the simulator wrote no apimodel copy"))
     })?;
-    eprintln!(
-        "Rehearsing on the simulator (time x{}); files in {}",
-        args.time_scale,
-        dir.display()
-    );
+    if temporary {
+        eprintln!(
+            "Rehearsing on the simulator (time x{}, dry run)",
+            args.time_scale
+        );
+    } else {
+        eprintln!(
+            "Rehearsing on the simulator (time x{}); files in {}",
+            args.time_scale,
+            dir.display()
+        );
+    }
 
     // The same flags a user would pass against the stamp, pointing at the simulator.
     args.api_model = Some(copy.clone());
@@ -88,14 +98,31 @@ pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
     options.lro_interval = std::time::Duration::from_millis(100);
     let result = execute::run_engine(checked, &args, Clients { arm, kube }, options).await;
     simulator.shutdown().await;
-    if result.is_ok() && !args.dry_run {
-        eprintln!(
-            "The upgraded apimodel copy is {} (your {} is unchanged)",
-            copy.display(),
-            source.display()
-        );
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
     }
-    result
+    match result {
+        Ok(status) => {
+            if !args.dry_run {
+                eprintln!(
+                    "The upgraded apimodel copy is {} (your {} is unchanged)",
+                    copy.display(),
+                    source.display()
+                );
+            }
+            Ok(status)
+        }
+        Err(err) if temporary => Err(err.with_hint(format!(
+            "this was a rehearsal: your {} is unchanged",
+            source.display()
+        ))),
+        Err(err) => Err(err.with_hint(format!(
+            "this was a rehearsal: your {} is unchanged and the simulator's files are in {}; \
+             against the stamp a re-run would resume, but a new rehearsal starts from a fresh simulator",
+            source.display(),
+            dir.display()
+        ))),
+    }
 }
 
 fn default_dir(model: &ApiModel) -> Result<PathBuf, UserError> {
