@@ -370,3 +370,104 @@ fn progress_bars_on_a_terminal_only() {
         "{env}"
     );
 }
+
+/// Kills a child process when dropped (a failing assertion must not leave the
+/// simulator or a run behind).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Two runs against one cluster: `aksup simulator serve` at real speed (a VM
+/// takes minutes), a first `aksup upgrade` that holds the lock, and a second
+/// one that is refused (exit 1) naming the holder's pid and `--break-lock`.
+#[test]
+fn a_second_concurrent_run_is_refused() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = Command::new(env!("CARGO_BIN_EXE_aksup"))
+        .args(["simulator", "serve", "-m"])
+        .arg(repo(SINGLE))
+        .arg("--state-dir")
+        .arg(tmp.path().join("sim"))
+        .args(["-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut serve = Killed(serve);
+    let mut line = String::new();
+    BufReader::new(serve.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let endpoints: serde_json::Value = serde_json::from_str(&line).expect("endpoints JSON");
+    let text = |key: &str| endpoints[key].as_str().unwrap().to_owned();
+    let upgrade = |cmd: &mut Command| {
+        cmd.env_clear()
+            .env("AZURE_CLIENT_SECRET", text("clientSecret"))
+            .args(["upgrade", "-m", &text("apiModelFile"), "-k", "1.34.4"])
+            .args(["-g", &text("resourceGroup"), "-l", &text("location")])
+            .args([
+                "-s",
+                &text("subscriptionId"),
+                "--client-id",
+                &text("clientId"),
+            ])
+            .args([
+                "--azure-env",
+                "AzureStackCloud",
+                "--ca-file",
+                &text("caFile"),
+            ])
+            .args(["-b", &text("kubeconfigFile"), "--allow-unreplicated-pods"]);
+    };
+
+    let mut first = Command::new(env!("CARGO_BIN_EXE_aksup"));
+    upgrade(&mut first);
+    let first = first
+        .args(["-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = Killed(first);
+    let pid = first.0.id();
+    let mut events = BufReader::new(first.0.stdout.take().unwrap()).lines();
+    let locked = events
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find(|l| l.contains("acquired the upgrade lock"))
+        .expect("the first run takes the lock");
+    assert!(locked.contains(&format!("(pid {pid})")), "{locked}");
+
+    let mut second = Command::new(env!("CARGO_BIN_EXE_aksup"));
+    upgrade(&mut second);
+    let output = second.arg("--no-progress").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another aksup run holds the upgrade lock"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("(pid {pid})")),
+        "names the holder: {stderr}"
+    );
+    assert!(stderr.contains("--break-lock"), "{stderr}");
+    assert!(
+        !stderr.contains("Starting"),
+        "the second run did no step: {stderr}"
+    );
+    assert!(
+        !stderr.contains(&text("clientSecret")),
+        "the client secret is not shown"
+    );
+    drop(first);
+    drop(serve);
+}
