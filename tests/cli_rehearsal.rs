@@ -382,20 +382,17 @@ impl Drop for Killed {
     }
 }
 
-/// Two runs against one cluster: `aksup simulator serve` at real speed (a VM
-/// takes minutes), a first `aksup upgrade` that holds the lock, and a second
-/// one that is refused (exit 1) naming the holder's pid and `--break-lock`.
-#[test]
-fn a_second_concurrent_run_is_refused() {
+/// `aksup simulator serve -m MODEL` at real speed (a VM takes minutes) and
+/// its endpoints (the JSON line it prints first).
+fn serve(model: &str, state_dir: &Path) -> (Killed, serde_json::Value) {
     use std::io::{BufRead as _, BufReader};
     use std::process::{Command, Stdio};
 
-    let tmp = tempfile::tempdir().unwrap();
     let serve = Command::new(env!("CARGO_BIN_EXE_aksup"))
         .args(["simulator", "serve", "-m"])
-        .arg(repo(SINGLE))
+        .arg(repo(model))
         .arg("--state-dir")
-        .arg(tmp.path().join("sim"))
+        .arg(state_dir)
         .args(["-o", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -406,31 +403,48 @@ fn a_second_concurrent_run_is_refused() {
     BufReader::new(serve.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let endpoints: serde_json::Value = serde_json::from_str(&line).expect("endpoints JSON");
-    let text = |key: &str| endpoints[key].as_str().unwrap().to_owned();
-    let upgrade = |cmd: &mut Command| {
-        cmd.env_clear()
-            .env("AZURE_CLIENT_SECRET", text("clientSecret"))
-            .args(["upgrade", "-m", &text("apiModelFile"), "-k", "1.34.4"])
-            .args(["-g", &text("resourceGroup"), "-l", &text("location")])
-            .args([
-                "-s",
-                &text("subscriptionId"),
-                "--client-id",
-                &text("clientId"),
-            ])
-            .args([
-                "--azure-env",
-                "AzureStackCloud",
-                "--ca-file",
-                &text("caFile"),
-            ])
-            .args(["-b", &text("kubeconfigFile"), "--allow-unreplicated-pods"]);
-    };
+    let endpoints = serde_json::from_str(&line).expect("endpoints JSON");
+    (serve, endpoints)
+}
 
-    let mut first = Command::new(env!("CARGO_BIN_EXE_aksup"));
-    upgrade(&mut first);
-    let first = first
+/// `aksup <command>` with the flags a user passes against a stamp, pointing
+/// at the served simulator (the secret in the environment, as advised).
+fn against(endpoints: &serde_json::Value, command: &str) -> std::process::Command {
+    let text = |key: &str| endpoints[key].as_str().unwrap().to_owned();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aksup"));
+    cmd.env_clear()
+        .env("AZURE_CLIENT_SECRET", text("clientSecret"))
+        .args([command, "-m", &text("apiModelFile"), "-k", "1.34.4"])
+        .args(["-g", &text("resourceGroup"), "-l", &text("location")])
+        .args([
+            "-s",
+            &text("subscriptionId"),
+            "--client-id",
+            &text("clientId"),
+        ])
+        .args([
+            "--azure-env",
+            "AzureStackCloud",
+            "--ca-file",
+            &text("caFile"),
+        ])
+        .args(["-b", &text("kubeconfigFile"), "--allow-unreplicated-pods"]);
+    cmd
+}
+
+/// Two runs against one cluster: a first `aksup upgrade` that holds the lock
+/// (the simulator at real speed keeps it busy for minutes), and a second one
+/// that is refused (exit 1) naming the holder's pid and `--break-lock`.
+#[test]
+fn a_second_concurrent_run_is_refused() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (serve, endpoints) = serve(SINGLE, &tmp.path().join("sim"));
+    let secret = endpoints["clientSecret"].as_str().unwrap().to_owned();
+
+    let first = against(&endpoints, "upgrade")
         .args(["-o", "json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -446,9 +460,10 @@ fn a_second_concurrent_run_is_refused() {
         .expect("the first run takes the lock");
     assert!(locked.contains(&format!("(pid {pid})")), "{locked}");
 
-    let mut second = Command::new(env!("CARGO_BIN_EXE_aksup"));
-    upgrade(&mut second);
-    let output = second.arg("--no-progress").output().unwrap();
+    let output = against(&endpoints, "upgrade")
+        .arg("--no-progress")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
@@ -464,10 +479,72 @@ fn a_second_concurrent_run_is_refused() {
         !stderr.contains("Starting"),
         "the second run did no step: {stderr}"
     );
-    assert!(
-        !stderr.contains(&text("clientSecret")),
-        "the client secret is not shown"
-    );
+    assert!(!stderr.contains(&secret), "the client secret is not shown");
     drop(first);
     drop(serve);
+}
+
+/// The quorum gate: with another master NotReady, the first master may not be
+/// replaced. `aksup plan` and `aksup upgrade` both refuse (exit 1) and name it;
+/// the upgrade deletes nothing.
+#[test]
+fn a_not_ready_master_is_refused_by_the_gate() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Api, Patch, PatchParams};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (serve, endpoints) = serve(
+        "testdata/apimodels/three-masters-two-pools.json",
+        &tmp.path().join("sim"),
+    );
+    let kubeconfig = PathBuf::from(endpoints["kubeconfigFile"].as_str().unwrap());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap();
+        let nodes: Api<Node> = Api::all(kube::Client::try_from(config).unwrap());
+        let not_ready = serde_json::json!({"status": {"conditions": [{
+            "type": "Ready", "status": "False", "reason": "KubeletNotReady",
+            "message": "kubelet stopped posting node status"
+        }]}});
+        nodes
+            .patch_status(
+                "k8s-master-74194908-1",
+                &PatchParams::default(),
+                &Patch::Merge(&not_ready),
+            )
+            .await
+            .unwrap();
+    });
+
+    let plan = against(&endpoints, "plan").output().unwrap();
+    let plan_err = String::from_utf8_lossy(&plan.stderr);
+    assert_eq!(plan.status.code(), Some(1), "{plan_err}");
+    let upgrade = against(&endpoints, "upgrade")
+        .arg("--no-progress")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&upgrade.stderr);
+    assert_eq!(upgrade.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("while master k8s-master-74194908-1 is NotReady"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("deleting"), "nothing deleted: {stderr}");
+    assert!(!stderr.contains("Starting"), "no step ran: {stderr}");
+    drop(serve);
+    // PDB warnings depend on how far the simulator's pods are at real speed.
+    let text: String = format!("--- plan\n{plan_err}--- upgrade\n{stderr}")
+        .lines()
+        .filter(|line| !line.contains("is blocked now"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    settings(tmp.path()).bind(|| insta::assert_snapshot!("not_ready_master_gate", text));
 }
