@@ -99,6 +99,10 @@ fn readme_command_upgrades_the_example_apimodel() {
         !text.contains('\x1b') && !text.contains('\r'),
         "plain lines only"
     );
+    assert!(
+        !text.contains("note: "),
+        "no note with --allow-unreplicated-pods: {text}"
+    );
     settings(tmp.path()).bind(|| insta::assert_snapshot!("readme_command_example", text));
 }
 
@@ -183,6 +187,10 @@ fn unreplicated_pod_blocks_the_drain() {
     assert!(text.contains("shop/debug-shell"), "{text}");
     assert!(text.contains("--allow-unreplicated-pods"), "{text}");
     assert!(text.contains("the VM was left untouched"), "{text}");
+    assert!(
+        text.contains("note: the simulated cluster runs shop/debug-shell that no controller owns"),
+        "the rehearsal warns up front: {text}"
+    );
     assert!(
         !text.contains("k8s-linuxpool-85329075-0: deleting the VM"),
         "the blocked node's VM is not deleted: {text}"

@@ -12,6 +12,7 @@ use super::upgrade::{self, UpgradeArgs};
 use super::{ExitStatus, UserError};
 use crate::arm::HttpOptions;
 use crate::model::ApiModel;
+use crate::sim::kube::Scenario;
 use crate::sim::{SimOptions, Simulator};
 
 pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
@@ -51,6 +52,8 @@ pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
         Some(dir) => dir.clone(),
         None => default_dir(&model)?,
     };
+    // No scenario given: the simulator applies its default one.
+    let unowned = unowned_pods(&Scenario::default_scenario());
     let mut options = SimOptions::new(model);
     options.state_dir = Some(dir.clone());
     options.time_scale = args.time_scale;
@@ -71,6 +74,14 @@ pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
             "Rehearsing on the simulator (time x{}); files in {}",
             args.time_scale,
             dir.display()
+        );
+    }
+
+    if !unowned.is_empty() && !args.allow_unreplicated_pods {
+        eprintln!(
+            "note: the simulated cluster runs {} that no controller owns: draining its node stops \
+             the rehearsal unless you pass --allow-unreplicated-pods",
+            unowned.join(", ")
         );
     }
 
@@ -123,6 +134,17 @@ pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
             dir.display()
         ))),
     }
+}
+
+/// `namespace/name` of the scenario's bare pods, sorted.
+fn unowned_pods(scenario: &Scenario) -> Vec<String> {
+    let mut pods: Vec<String> = scenario
+        .pods
+        .iter()
+        .map(|pod| format!("{}/{}", pod.namespace, pod.name))
+        .collect();
+    pods.sort();
+    pods
 }
 
 fn default_dir(model: &ApiModel) -> Result<PathBuf, UserError> {

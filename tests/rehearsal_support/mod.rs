@@ -31,6 +31,8 @@ pub fn settings(sim_dir: &Path) -> insta::Settings {
         r"acquired the upgrade lock as aksup \S+ on host \S+ \(pid \d+\), upgrading to (\S+), started \S+ \[[^\]]*\]",
         "acquired the upgrade lock as aksup [VERSION] on host [HOST] (pid [PID]), upgrading to $1, started [DATE] [LOCK-ID]",
     );
+    // Pods of Deployments: `<name>-<template hash>-<random>`.
+    settings.add_filter(r"-[a-z0-9]{10}-[a-z0-9]{5}\b", "-[HASH]-[ID]");
     settings.add_filter(r"\b\d+h\d{2}m\b", "[DUR]");
     settings.add_filter(r"\b\d+m\d{2}s\b", "[DUR]");
     settings.add_filter(r"\b\d+(ms|s)\b", "[DUR]");
