@@ -556,3 +556,59 @@ fn a_not_ready_master_is_refused_by_the_gate() {
         .collect();
     settings(tmp.path()).bind(|| insta::assert_snapshot!("not_ready_master_gate", text));
 }
+
+/// An upgrade path the version table does not allow is refused (exit 1) with
+/// the versions that are allowed.
+#[test]
+fn unsupported_upgrade_path_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = aksup();
+    cmd.args([
+        "upgrade",
+        "--simulator",
+        "-m",
+        &repo(SINGLE).display().to_string(),
+    ])
+    .args(["-k", "1.35.0", "--simulator-dir"])
+    .arg(tmp.path());
+    let text = transcript(&mut cmd);
+    assert!(text.starts_with("exit: 1\n"), "{text}");
+    assert!(
+        text.contains("from 1.33.10 you can upgrade to: 1.34.4"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Upgrading"),
+        "the engine did not start: {text}"
+    );
+    settings(tmp.path()).bind(|| insta::assert_snapshot!("unsupported_path", text));
+}
+
+/// `-o json` on a refusal: only JSON on stdout, ending in `runFinished` with
+/// outcome `refused`; exit 1.
+#[test]
+fn json_mode_refusal_ends_with_run_finished_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("custom-offer.json");
+    let mut model: serde_json::Value =
+        serde_json::from_slice(&fs::read(repo("testdata/apimodels/windows-pool.json")).unwrap())
+            .unwrap();
+    model["properties"]["windowsProfile"]["windowsOffer"] = "contoso-hardened-windows".into();
+    fs::write(&path, serde_json::to_vec_pretty(&model).unwrap()).unwrap();
+    let output = rehearsal(
+        &path.display().to_string(),
+        &tmp.path().join("sim"),
+        &["-o", "json"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let events = json_lines(&output.stdout);
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "runFinished");
+    assert_eq!(last["outcome"], "refused");
+    assert!(
+        events.iter().all(|e| e["event"] != "stepStarted"),
+        "no step ran"
+    );
+}

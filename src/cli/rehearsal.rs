@@ -61,9 +61,12 @@ pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
         UserError::failed(anyhow::Error::new(err).context("cannot start the simulator"))
     })?;
     let endpoints = simulator.endpoints.clone();
-    let copy = endpoints.api_model_file.clone().ok_or_else(|| {
-        UserError::failed(anyhow::anyhow!("the simulator wrote no apimodel copy"))
-    })?;
+    let Some(copy) = endpoints.api_model_file.clone() else {
+        simulator.shutdown().await;
+        return Err(UserError::failed(anyhow::anyhow!(
+            "the simulator wrote no apimodel copy"
+        )));
+    };
     if temporary {
         eprintln!(
             "Rehearsing on the simulator (time x{}, dry run)",
@@ -74,14 +77,6 @@ pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
             "Rehearsing on the simulator (time x{}); files in {}",
             args.time_scale,
             dir.display()
-        );
-    }
-
-    if !unowned.is_empty() && !args.allow_unreplicated_pods {
-        eprintln!(
-            "note: the simulated cluster runs {} that no controller owns: draining its node stops \
-             the rehearsal unless you pass --allow-unreplicated-pods",
-            unowned.join(", ")
         );
     }
 
@@ -99,15 +94,8 @@ pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
     args.azure_env = "AzureStackCloud".into();
     args.ca_file = endpoints.ca_file.clone();
     args.kubeconfig = None;
-    let checked = upgrade::check(&args)?;
-    let mut http = HttpOptions::from_process_env(args.ca_file.clone());
-    // The simulator speaks in virtual seconds (Retry-After included).
-    http.retry.time_scale = args.time_scale;
-    let arm = execute::arm_client(&checked, &args, http).await?;
-    let kube = execute::kube_client(&checked, &args).await?;
-    let mut options = execute::upgrade_options(&checked, &args);
-    options.lro_interval = std::time::Duration::from_millis(100);
-    let result = execute::run_engine(checked, &args, Clients { arm, kube }, options).await;
+    // Every outcome from here on goes through the same shutdown, clean-up and hints.
+    let result = rehearse(&args, &unowned).await;
     simulator.shutdown().await;
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
@@ -127,6 +115,11 @@ pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
             "this was a rehearsal: your {} is unchanged",
             source.display()
         ))),
+        Err(err) if err.status == ExitStatus::Refused => Err(err.with_hint(format!(
+            "this was a rehearsal: your {} is unchanged; the simulator's files are in {}",
+            source.display(),
+            dir.display()
+        ))),
         Err(err) => Err(err.with_hint(format!(
             "this was a rehearsal: your {} is unchanged and the simulator's files are in {}; \
              against the stamp a re-run would resume, but a new rehearsal starts from a fresh simulator",
@@ -134,6 +127,26 @@ pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
             dir.display()
         ))),
     }
+}
+
+/// Checks the request (now pointing at the simulator) and runs the engine.
+async fn rehearse(args: &UpgradeArgs, unowned: &[String]) -> Result<ExitStatus, UserError> {
+    let checked = upgrade::check(args)?;
+    if !unowned.is_empty() && !args.allow_unreplicated_pods {
+        eprintln!(
+            "note: the simulated cluster runs {} that no controller owns: draining its node stops \
+             the rehearsal unless you pass --allow-unreplicated-pods",
+            unowned.join(", ")
+        );
+    }
+    let mut http = HttpOptions::from_process_env(args.ca_file.clone());
+    // The simulator speaks in virtual seconds (Retry-After included).
+    http.retry.time_scale = args.time_scale;
+    let arm = execute::arm_client(&checked, args, http).await?;
+    let kube = execute::kube_client(&checked, args).await?;
+    let mut options = execute::upgrade_options(&checked, args);
+    options.lro_interval = std::time::Duration::from_millis(100);
+    execute::run_engine(checked, args, Clients { arm, kube }, options).await
 }
 
 /// `namespace/name` of the scenario's bare pods, sorted.
