@@ -243,6 +243,16 @@ pub fn human_line(event: &Event) -> Option<String> {
     })
 }
 
+/// The bar's message for a progress event: `subject: message`, or the
+/// message alone when the event names no subject.
+fn progress_text(subject: &str, message: &str) -> String {
+    if subject.is_empty() {
+        message.to_owned()
+    } else {
+        format!("{subject}: {message}")
+    }
+}
+
 /// `default/web-1 (PDB web: disruptionsAllowed 0, healthy 2/2)`.
 pub fn blocked_text(pod: &BlockedPod) -> String {
     match &pod.pdb {
@@ -376,7 +386,7 @@ impl Reporter for ProgressReporter {
             }
             Event::StepFinished { .. } => self.bar.inc(1),
             Event::Progress { subject, message } => {
-                self.bar.set_message(format!("{subject}: {message}"))
+                self.bar.set_message(progress_text(subject, message))
             }
             Event::RunFinished { nodes, .. } => {
                 self.bar.finish_and_clear();
@@ -450,6 +460,15 @@ mod tests {
             "     Blocked draining n1 waits for default/web-1 (PDB web: disruptionsAllowed 0, healthy 2/2)\n\
              NODE                   VERSION            TIME   RESULT\n\
              k8s-master-38062788-0  1.33.10 -> 1.34.4  1m05s  success\n"
+        );
+    }
+
+    #[test]
+    fn progress_text_has_no_dangling_colon() {
+        assert_eq!(progress_text("", "cordoned n1"), "cordoned n1");
+        assert_eq!(
+            progress_text("vm-0", "deleting the VM"),
+            "vm-0: deleting the VM"
         );
     }
 

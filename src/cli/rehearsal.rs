@@ -12,6 +12,7 @@ use super::upgrade::{self, UpgradeArgs};
 use super::{ExitStatus, UserError};
 use crate::arm::HttpOptions;
 use crate::model::ApiModel;
+use crate::sim::kube::Scenario;
 use crate::sim::{SimOptions, Simulator};
 
 pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
@@ -44,10 +45,15 @@ pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
             source.display()
         )))
     })?;
+    // A directory we made for a dry run is removed afterwards: nothing in it
+    // outlives the run. One the user named is always kept.
+    let temporary = args.simulator_dir.is_none() && args.dry_run;
     let dir = match &args.simulator_dir {
         Some(dir) => dir.clone(),
         None => default_dir(&model)?,
     };
+    // No scenario given: the simulator applies its default one.
+    let unowned = unowned_pods(&Scenario::default_scenario());
     let mut options = SimOptions::new(model);
     options.state_dir = Some(dir.clone());
     options.time_scale = args.time_scale;
@@ -55,14 +61,24 @@ pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
         UserError::failed(anyhow::Error::new(err).context("cannot start the simulator"))
     })?;
     let endpoints = simulator.endpoints.clone();
-    let copy = endpoints.api_model_file.clone().ok_or_else(|| {
-        UserError::failed(anyhow::anyhow!("the simulator wrote no apimodel copy"))
-    })?;
-    eprintln!(
-        "Rehearsing on the simulator (time x{}); files in {}",
-        args.time_scale,
-        dir.display()
-    );
+    let Some(copy) = endpoints.api_model_file.clone() else {
+        simulator.shutdown().await;
+        return Err(UserError::failed(anyhow::anyhow!(
+            "the simulator wrote no apimodel copy"
+        )));
+    };
+    if temporary {
+        eprintln!(
+            "Rehearsing on the simulator (time x{}, dry run)",
+            args.time_scale
+        );
+    } else {
+        eprintln!(
+            "Rehearsing on the simulator (time x{}); files in {}",
+            args.time_scale,
+            dir.display()
+        );
+    }
 
     // The same flags a user would pass against the stamp, pointing at the simulator.
     args.api_model = Some(copy.clone());
@@ -78,24 +94,70 @@ pub async fn run(mut args: UpgradeArgs) -> Result<ExitStatus, UserError> {
     args.azure_env = "AzureStackCloud".into();
     args.ca_file = endpoints.ca_file.clone();
     args.kubeconfig = None;
-    let checked = upgrade::check(&args)?;
+    // Every outcome from here on goes through the same shutdown, clean-up and hints.
+    let result = rehearse(&args, &unowned).await;
+    simulator.shutdown().await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    match result {
+        Ok(status) => {
+            if !args.dry_run {
+                eprintln!(
+                    "The upgraded apimodel copy is {} (your {} is unchanged)",
+                    copy.display(),
+                    source.display()
+                );
+            }
+            Ok(status)
+        }
+        Err(err) if temporary => Err(err.with_hint(format!(
+            "this was a rehearsal: your {} is unchanged",
+            source.display()
+        ))),
+        Err(err) if err.status == ExitStatus::Refused => Err(err.with_hint(format!(
+            "this was a rehearsal: your {} is unchanged; the simulator's files are in {}",
+            source.display(),
+            dir.display()
+        ))),
+        Err(err) => Err(err.with_hint(format!(
+            "this was a rehearsal: your {} is unchanged and the simulator's files are in {}; \
+             against the stamp a re-run would resume, but a new rehearsal starts from a fresh simulator",
+            source.display(),
+            dir.display()
+        ))),
+    }
+}
+
+/// Checks the request (now pointing at the simulator) and runs the engine.
+async fn rehearse(args: &UpgradeArgs, unowned: &[String]) -> Result<ExitStatus, UserError> {
+    let checked = upgrade::check(args)?;
+    if !unowned.is_empty() && !args.allow_unreplicated_pods {
+        eprintln!(
+            "note: the simulated cluster runs {} that no controller owns: draining its node stops \
+             the rehearsal unless you pass --allow-unreplicated-pods",
+            unowned.join(", ")
+        );
+    }
     let mut http = HttpOptions::from_process_env(args.ca_file.clone());
     // The simulator speaks in virtual seconds (Retry-After included).
     http.retry.time_scale = args.time_scale;
-    let arm = execute::arm_client(&checked, &args, http).await?;
-    let kube = execute::kube_client(&checked, &args).await?;
-    let mut options = execute::upgrade_options(&checked, &args);
+    let arm = execute::arm_client(&checked, args, http).await?;
+    let kube = execute::kube_client(&checked, args).await?;
+    let mut options = execute::upgrade_options(&checked, args);
     options.lro_interval = std::time::Duration::from_millis(100);
-    let result = execute::run_engine(checked, &args, Clients { arm, kube }, options).await;
-    simulator.shutdown().await;
-    if result.is_ok() && !args.dry_run {
-        eprintln!(
-            "The upgraded apimodel copy is {} (your {} is unchanged)",
-            copy.display(),
-            source.display()
-        );
-    }
-    result
+    execute::run_engine(checked, args, Clients { arm, kube }, options).await
+}
+
+/// `namespace/name` of the scenario's bare pods, sorted.
+fn unowned_pods(scenario: &Scenario) -> Vec<String> {
+    let mut pods: Vec<String> = scenario
+        .pods
+        .iter()
+        .map(|pod| format!("{}/{}", pod.namespace, pod.name))
+        .collect();
+    pods.sort();
+    pods
 }
 
 fn default_dir(model: &ApiModel) -> Result<PathBuf, UserError> {
