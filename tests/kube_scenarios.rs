@@ -132,3 +132,12 @@ async fn scenario_copy_evicts_landed_pods() {
         .await
         .unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn scenario_copy_not_preserved() {
+    let cluster = cluster();
+    let (old, new) = (NodeName::new("k8s-agent-0"), NodeName::new("k8s-agent-5"));
+    scenarios::copy_not_preserved(&cluster.client(), &old, &new)
+        .await
+        .unwrap();
+}

@@ -18,7 +18,7 @@ use aksup::kube::{
     CordonOutcome, DrainOptions, NodeEvent, NodeName, cordon_and_drain, replaced_node_of, scenarios,
 };
 use futures::StreamExt;
-use helpers::{Recorder, agent_name, cluster, pods_named};
+use helpers::{Recorder, agent_name, client, cluster, pods_named};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::{EvictParams, PostParams};
@@ -30,7 +30,7 @@ use support::{agent, wait_for};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_cordon_round_trip() {
     let c = cluster(2, "").await;
-    scenarios::cordon_round_trip(&c.client(), &agent_name(0))
+    scenarios::cordon_round_trip(&client(&c).await, &agent_name(0))
         .await
         .unwrap();
 }
@@ -38,7 +38,7 @@ async fn sim_cordon_round_trip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_preexisting_cordon_kept() {
     let c = cluster(2, "").await;
-    scenarios::preexisting_cordon_kept(&c.client(), &agent_name(0))
+    scenarios::preexisting_cordon_kept(&client(&c).await, &agent_name(0))
         .await
         .unwrap();
     let node = c
@@ -57,7 +57,7 @@ async fn sim_preexisting_cordon_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_lock_contention() {
     let c = cluster(1, "").await;
-    scenarios::lock_contention(&c.client()).await.unwrap();
+    scenarios::lock_contention(&client(&c).await).await.unwrap();
     assert!(
         c.sim
             .objects("leases.coordination.k8s.io")
@@ -69,7 +69,7 @@ async fn sim_lock_contention() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_lock_expired_taken_over() {
     let c = cluster(1, "").await;
-    scenarios::lock_expired_taken_over(&c.client())
+    scenarios::lock_expired_taken_over(&client(&c).await)
         .await
         .unwrap();
 }
@@ -77,13 +77,13 @@ async fn sim_lock_expired_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_lock_break() {
     let c = cluster(1, "").await;
-    scenarios::lock_break(&c.client()).await.unwrap();
+    scenarios::lock_break(&client(&c).await).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_copy_with_name_substitution_records_the_replaced_node() {
     let c = cluster(2, "").await;
-    let client = c.client();
+    let client = client(&c).await;
     let (old, new) = (agent_name(0), agent_name(1));
     scenarios::copy_with_name_substitution(&client, &old, &new)
         .await
@@ -103,7 +103,7 @@ async fn sim_copy_with_name_substitution_records_the_replaced_node() {
 async fn sim_drain_timeout_fail() {
     let c = cluster(2, "").await;
     scenarios::drain_timeout_fail(
-        &c.client(),
+        &client(&c).await,
         &agent_name(0),
         "default",
         Duration::from_secs(2),
@@ -116,7 +116,7 @@ async fn sim_drain_timeout_fail() {
 async fn sim_drain_timeout_force_delete() {
     let c = cluster(2, "").await;
     scenarios::drain_timeout_force_delete(
-        &c.client(),
+        &client(&c).await,
         &agent_name(0),
         "default",
         Duration::from_secs(2),
@@ -129,7 +129,7 @@ async fn sim_drain_timeout_force_delete() {
 async fn sim_drain_blocked_then_unblocked() {
     let c = cluster(2, "").await;
     scenarios::drain_blocked_then_unblocked(
-        &c.client(),
+        &client(&c).await,
         &agent_name(0),
         &agent_name(1),
         "default",
@@ -154,7 +154,7 @@ async fn sim_drain_pod_rules_skip_daemonset_pods() {
         .find(|(_, on, _, _)| on == node.as_str())
         .expect("kube-proxy on the node")
         .0;
-    let result = scenarios::drain_pod_rules(&c.client(), &node, "default")
+    let result = scenarios::drain_pod_rules(&client(&c).await, &node, "default")
         .await
         .unwrap();
     assert!(
@@ -174,7 +174,7 @@ async fn sim_drain_grace_period_override_is_honoured() {
     let c = cluster(2, "").await;
     // 120 virtual seconds = 1.2 s here; the pod's own 3600 s would outlast the timeout.
     scenarios::drain_grace_period_override(
-        &c.client(),
+        &client(&c).await,
         &agent_name(0),
         "default",
         120,
@@ -201,7 +201,7 @@ async fn sim_wait_ready_late_node() {
         Ok(())
     };
     scenarios::wait_ready_late_node(
-        &c.client(),
+        &client(&c).await,
         &late,
         "1.25.16",
         Duration::from_secs(20),
@@ -216,7 +216,7 @@ async fn sim_wait_ready_timeout_reports_last_conditions() {
     let c = cluster(2, "").await;
     // Ready but at the old kubelet version.
     scenarios::wait_ready_timeout_reports_conditions(
-        &c.client(),
+        &client(&c).await,
         &agent_name(0),
         "1.25.16",
         Duration::from_secs(1),
@@ -227,7 +227,7 @@ async fn sim_wait_ready_timeout_reports_last_conditions() {
     // At the right version but NotReady.
     c.sim.set_node_ready(agent_name(1).as_str(), false);
     scenarios::wait_ready_timeout_reports_conditions(
-        &c.client(),
+        &client(&c).await,
         &agent_name(1),
         "1.24.17",
         Duration::from_secs(1),
@@ -236,7 +236,7 @@ async fn sim_wait_ready_timeout_reports_last_conditions() {
     .await
     .unwrap();
     let error = aksup::kube::wait_ready(
-        &c.client(),
+        &client(&c).await,
         &agent_name(1),
         "1.24.17",
         Duration::from_millis(500),
@@ -253,9 +253,14 @@ async fn sim_wait_ready_timeout_reports_last_conditions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_copy_evicts_landed_pods() {
     let c = cluster(2, "").await;
-    scenarios::copy_evicts_landed_pods(&c.client(), &agent_name(0), &agent_name(1), "default")
-        .await
-        .unwrap();
+    scenarios::copy_evicts_landed_pods(
+        &client(&c).await,
+        &agent_name(0),
+        &agent_name(1),
+        "default",
+    )
+    .await
+    .unwrap();
 }
 
 // ---- behaviours that need the simulator's controllers -------------------------
@@ -293,7 +298,7 @@ async fn sim_drain_blocked_by_pdb_unblocks_when_replacements_are_ready_elsewhere
     )
     .await;
 
-    let client = c.client();
+    let client = client(&c).await;
     let events = Recorder::default();
     let options = DrainOptions {
         poll_interval: Duration::from_millis(100),
@@ -366,7 +371,7 @@ async fn sim_drain_blocked_by_pdb_unblocks_when_replacements_are_ready_elsewhere
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_copy_keeps_new_node_unschedulable_until_done() {
     let c = cluster(2, "").await;
-    let client = c.client();
+    let client = client(&c).await;
     let (old, new) = (agent_name(0), agent_name(1));
     let nodes: Api<Node> = Api::all(client.clone());
     let states = tokio::spawn({
@@ -423,7 +428,7 @@ async fn sim_copy_keeps_new_node_unschedulable_until_done() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_kube_rs_evict_loses_the_grace_period() {
     let c = cluster(1, "").await;
-    let pods: Api<Pod> = Api::namespaced(c.client(), "default");
+    let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "plain", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "plain-rs", "uid": "u", "controller": true}]},
         "spec": {"nodeName": agent_name(0).as_str(), "terminationGracePeriodSeconds": 3600,
@@ -443,4 +448,12 @@ async fn sim_kube_rs_evict_loses_the_grace_period() {
     pods.evict("plain", &params).await.unwrap();
     let after = c.pod("default", "plain").unwrap();
     assert_eq!(after["metadata"]["deletionGracePeriodSeconds"], json!(3600));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_copy_not_preserved() {
+    let c = cluster(2, "").await;
+    scenarios::copy_not_preserved(&client(&c).await, &agent_name(0), &agent_name(1))
+        .await
+        .unwrap();
 }

@@ -994,3 +994,56 @@ pub async fn copy_evicts_landed_pods(
     );
     Ok(())
 }
+
+/// `preserveNodesProperties: false`: nothing is copied, but the replaced node
+/// is still recorded on the new node and the new node ends schedulable.
+pub async fn copy_not_preserved(
+    client: &kube::Client,
+    old: &NodeName,
+    new: &NodeName,
+) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .patch(
+            old.as_str(),
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"scenario.aksup.io/kept-away": "yes"}}})),
+        )
+        .await?;
+    let events = RecordedEvents::default();
+    let options = CopyOptions {
+        preserve: false,
+        drain: quick_drain(Duration::from_secs(60)),
+        ..CopyOptions::default()
+    };
+    let result = copy_properties(client, old, new, &options, &events).await?;
+    ensure!(!result.preserved, "result says preserved");
+    let after = node_state(client, new).await?;
+    ensure!(!unschedulable(&after), "new node left cordoned");
+    ensure!(
+        !after
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key("scenario.aksup.io/kept-away"),
+        "a label was copied with preserveNodesProperties false"
+    );
+    ensure!(
+        after
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get(keys::REPLACED_NODE)
+            .map(String::as_str)
+            == Some(old.as_str()),
+        "replaced node not recorded"
+    );
+    ensure!(
+        events
+            .take()
+            .iter()
+            .any(|e| matches!(e, NodeEvent::PropertiesNotPreserved { .. })),
+        "no PropertiesNotPreserved event"
+    );
+    Ok(())
+}

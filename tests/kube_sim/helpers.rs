@@ -102,3 +102,15 @@ pub fn pods_named(c: &Cluster, namespace: &str, prefix: &str) -> Vec<(String, St
         })
         .collect()
 }
+
+/// A client built the way aksup builds it: from the simulator's kubeconfig
+/// through `aksup::kube::connect` (kube-rs' own 429/503 retries off).
+pub async fn client(c: &Cluster) -> kube::Client {
+    let access = aksup::kube::ClusterAccess::Kubeconfig {
+        path: Some(c.kubeconfig.clone()),
+        context: None,
+    };
+    aksup::kube::connect(&access, None)
+        .await
+        .expect("connect through the kubeconfig")
+}
