@@ -374,9 +374,11 @@ async fn sim_copy_keeps_new_node_unschedulable_until_done() {
     let client = client(&c).await;
     let (old, new) = (agent_name(0), agent_name(1));
     let nodes: Api<Node> = Api::all(client.clone());
+    let (started, watching) = tokio::sync::oneshot::channel();
     let states = tokio::spawn({
         let nodes = nodes.clone();
         let new = new.clone();
+        let mut started = Some(started);
         async move {
             let stream = kube::runtime::watcher::watch_object(nodes, new.as_str());
             futures::pin_mut!(stream);
@@ -393,6 +395,9 @@ async fn sim_copy_keeps_new_node_unschedulable_until_done() {
                     .unwrap_or_default()
                     .contains_key("scenario.aksup.io/landed");
                 states.push((unschedulable, copied));
+                if let Some(started) = started.take() {
+                    let _ = started.send(());
+                }
                 if copied && !unschedulable {
                     break;
                 }
@@ -400,8 +405,11 @@ async fn sim_copy_keeps_new_node_unschedulable_until_done() {
             states
         }
     });
-    // Let the watch start before the copy.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The copy starts once the watch has seen the node as it is.
+    tokio::time::timeout(Duration::from_secs(30), watching)
+        .await
+        .expect("the watch started")
+        .unwrap();
     scenarios::copy_evicts_landed_pods(&client, &old, &new, "default")
         .await
         .unwrap();
