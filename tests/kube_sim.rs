@@ -345,6 +345,17 @@ async fn sim_drain_blocked_by_pdb_unblocks_when_replacements_are_ready_elsewhere
             .all(|(_, on, _, _)| on != other.as_str())
     );
 
+    // A pod that arrives on the node while the drain runs is handled too.
+    let late: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "late-0", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "late-rs", "uid": "u", "controller": true}]},
+        "spec": {"nodeName": node.as_str(), "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), "shop")
+        .create(&PostParams::default(), &late)
+        .await
+        .unwrap();
+
     c.sim.set_node_ready(other.as_str(), true);
     let outcome = tokio::time::timeout(Duration::from_secs(60), drain)
         .await
@@ -354,7 +365,14 @@ async fn sim_drain_blocked_by_pdb_unblocks_when_replacements_are_ready_elsewhere
     assert_eq!(outcome.cordon, CordonOutcome::Cordoned);
     let result = outcome.drain.unwrap();
     assert!(result.completed(), "{result:?}");
-    assert_eq!(result.evicted.len(), 2, "{result:?}");
+    let mut evicted: Vec<&str> = result.evicted.iter().map(|p| p.name.as_str()).collect();
+    evicted.sort_unstable();
+    assert_eq!(evicted.len(), 3, "{result:?}");
+    assert!(
+        evicted[0] == "late-0" && evicted[1..].iter().all(|n| n.starts_with("web-")),
+        "{evicted:?}"
+    );
+    assert!(c.pod("shop", "late-0").is_none(), "late arrival gone");
     assert!(result.force_deleted.is_empty() && !result.pdbs_bypassed);
     let web = pods_named(&c, "shop", "web-");
     assert!(
@@ -464,4 +482,43 @@ async fn sim_copy_not_preserved() {
     scenarios::copy_not_preserved(&client(&c).await, &agent_name(0), &agent_name(1))
         .await
         .unwrap();
+}
+
+/// The VM is recreated under the same name at the new version: the node is
+/// Ready at the old kubelet first, then re-registers NotReady at the new one,
+/// then turns Ready. `wait_ready` must not accept the old kubelet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_wait_ready_ignores_the_old_kubelet_of_a_recreated_vm() {
+    let c = cluster(1, "").await;
+    let node = agent_name(0);
+    let recreated = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reimage = {
+        let (sim, name, recreated) = (c.sim.clone(), node.clone(), recreated.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut registration = agent(name.as_str(), 0);
+            registration.kubelet_version = "v1.25.16".to_owned();
+            sim.register_node(registration);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            recreated.store(true, std::sync::atomic::Ordering::SeqCst);
+            sim.set_node_ready(name.as_str(), true);
+        }
+    };
+    let client = client(&c).await;
+    let (ready, ()) = tokio::join!(
+        aksup::kube::wait_ready(
+            &client,
+            &node,
+            "v1.25.16",
+            Duration::from_secs(20),
+            &aksup::kube::NoEvents
+        ),
+        reimage
+    );
+    let ready = ready.unwrap();
+    assert_eq!(ready.kubelet_version, "v1.25.16");
+    assert!(
+        recreated.load(std::sync::atomic::Ordering::SeqCst),
+        "returned before the new kubelet was Ready"
+    );
 }
