@@ -522,3 +522,48 @@ async fn sim_wait_ready_ignores_the_old_kubelet_of_a_recreated_vm() {
         "returned before the new kubelet was Ready"
     );
 }
+
+/// Connecting as aks-engine does, from the apimodel alone: the whole simulator
+/// writes an apimodel copy whose `certificateProfile` and master FQDN point at
+/// its Kubernetes listener; aksup builds the client certificate configuration
+/// in memory and the shared cordon scenario runs through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_connect_from_the_apimodel_with_the_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = aksup::model::ApiModel::load(
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/sim/linux-3-masters.json"),
+    )
+    .unwrap();
+    let mut options = aksup::sim::SimOptions::new(model);
+    options.time_scale = 1000.0;
+    options.state_dir = Some(dir.path().to_owned());
+    let sim = aksup::sim::Simulator::start(options).await.unwrap();
+    let copy = aksup::model::ApiModel::load(&dir.path().join("apimodel.json")).unwrap();
+    let access = aksup::kube::ClusterAccess::ApiModel(aksup::kube::ApiModelAccess::default());
+    let client = aksup::kube::connect(&access, Some(copy.view()))
+        .await
+        .unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut agent = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while agent.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no agent node registered"
+        );
+        agent = nodes
+            .list(&kube::api::ListParams::default().labels("kubernetes.io/role=agent"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .min();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    scenarios::cordon_round_trip(&client, &NodeName::new(agent.unwrap()))
+        .await
+        .unwrap();
+    sim.shutdown().await;
+}
