@@ -219,7 +219,7 @@ async fn sim_wait_ready_timeout_reports_last_conditions() {
         &client(&c).await,
         &agent_name(0),
         "1.25.16",
-        Duration::from_secs(1),
+        Duration::from_secs(3),
         "True",
     )
     .await
@@ -230,7 +230,7 @@ async fn sim_wait_ready_timeout_reports_last_conditions() {
         &client(&c).await,
         &agent_name(1),
         "1.24.17",
-        Duration::from_secs(1),
+        Duration::from_secs(3),
         "False",
     )
     .await
@@ -239,7 +239,7 @@ async fn sim_wait_ready_timeout_reports_last_conditions() {
         &client(&c).await,
         &agent_name(1),
         "1.24.17",
-        Duration::from_millis(500),
+        Duration::from_secs(3),
         &aksup::kube::NoEvents,
     )
     .await
