@@ -99,3 +99,45 @@ async fn scenario_drain_blocked_then_unblocked() {
     .unwrap();
     assert!(cluster.get("pods", "default", "surge-0").is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn scenario_lock_expired_taken_over() {
+    let cluster = cluster();
+    scenarios::lock_expired_taken_over(&cluster.client())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn scenario_lock_break() {
+    let cluster = cluster();
+    scenarios::lock_break(&cluster.client()).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn scenario_drain_pod_rules() {
+    let cluster = cluster();
+    let result =
+        scenarios::drain_pod_rules(&cluster.client(), &NodeName::new("k8s-agent-0"), "default")
+            .await
+            .unwrap();
+    assert_eq!(result.evicted.len(), 3, "{result:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn scenario_copy_evicts_landed_pods() {
+    let cluster = cluster();
+    let (old, new) = (NodeName::new("k8s-agent-0"), NodeName::new("k8s-agent-5"));
+    scenarios::copy_evicts_landed_pods(&cluster.client(), &old, &new, "default")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn scenario_copy_not_preserved() {
+    let cluster = cluster();
+    let (old, new) = (NodeName::new("k8s-agent-0"), NodeName::new("k8s-agent-5"));
+    scenarios::copy_not_preserved(&cluster.client(), &old, &new)
+        .await
+        .unwrap();
+}
