@@ -74,6 +74,53 @@ fn api_error(e: kube::Error) -> Result<Box<kube::core::Status>> {
     }
 }
 
+/// kubectl lists the reasons of a refused drain ("... due to error: [cannot delete A: p, cannot
+/// delete B: q], ...") and the parts of its drain warning ("Warning: a: p; b: q") in no fixed
+/// order: sort them.
+fn sort_error_list(line: &str) -> String {
+    if let Some(parts) = line.strip_prefix("Warning: ") {
+        let mut parts: Vec<&str> = parts.split("; ").collect();
+        parts.sort();
+        return format!("Warning: {}", parts.join("; "));
+    }
+    let (Some(open), Some(close)) = (line.find("[cannot delete "), line.rfind(']')) else {
+        return line.to_string();
+    };
+    let inner = &line[open + 1..close];
+    let mut pieces = inner.split(", cannot delete ");
+    let mut items: Vec<String> = pieces.next().map(str::to_string).into_iter().collect();
+    items.extend(pieces.map(|item| format!("cannot delete {item}")));
+    items.sort();
+    format!(
+        "{}[{}]{}",
+        &line[..open],
+        items.join(", "),
+        &line[close + 1..]
+    )
+}
+
+#[test]
+fn kubectl_error_lists_are_sorted() {
+    let a = "error: x: [cannot delete B (b): ns/q, cannot delete A (a): ns/p, ns/r], continuing";
+    assert_eq!(
+        sort_error_list(a),
+        "error: x: [cannot delete A (a): ns/p, ns/r, cannot delete B (b): ns/q], continuing"
+    );
+    // kubectl's own doubled prefix survives, wherever the item stands
+    let b = "e: [cannot delete X: ns/x, cannot delete cannot delete Y: ns/y]";
+    let c = "e: [cannot delete cannot delete Y: ns/y, cannot delete X: ns/x]";
+    assert_eq!(sort_error_list(b), sort_error_list(c));
+    assert_eq!(
+        sort_error_list(b),
+        "e: [cannot delete X: ns/x, cannot delete cannot delete Y: ns/y]"
+    );
+    assert_eq!(
+        sort_error_list("Warning: b: ns/q; a: ns/p"),
+        "Warning: a: ns/p; b: ns/q"
+    );
+    assert_eq!(sort_error_list("no list here"), "no list here");
+}
+
 #[tokio::test]
 async fn smoke_kwok_nodes_deployment_and_pdb_status() -> Result<()> {
     let Some(tb) = testbed() else { return Ok(()) };
@@ -133,6 +180,56 @@ async fn smoke_kwok_nodes_deployment_and_pdb_status() -> Result<()> {
     assert_eq!(status.current_healthy, Some(3));
     assert_eq!(status.desired_healthy, Some(2));
     assert_eq!(status.disruptions_allowed, Some(1));
+    Ok(())
+}
+
+/// A node whose heartbeats stop (kwok lets go of it, as when its VM is deleted) goes NotReady:
+/// what the node lifecycle controller writes.
+#[tokio::test]
+async fn node_without_heartbeats_goes_not_ready() -> Result<()> {
+    let Some(tb) = testbed() else { return Ok(()) };
+    let client = tb.client()?;
+    let name = "kwok-gone-0";
+    tb.create_kwok_node(&client, &KwokNode::new(name)).await?;
+    tb.wait_node_ready(&client, name, MINUTE).await?;
+    tb.release_kwok_node(&client, name).await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = tb
+        .wait_for_ok(
+            "node NotReady after its heartbeats stop",
+            2 * MINUTE,
+            || {
+                let nodes = nodes.clone();
+                async move {
+                    let node = nodes.get(name).await?;
+                    let unreachable = node
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.taints.as_ref())
+                        .is_some_and(|ts| {
+                            ts.iter().any(|t| t.key == "node.kubernetes.io/unreachable")
+                        });
+                    Ok((!realkube::node_ready(&node) && unreachable).then_some(node))
+                }
+            },
+        )
+        .await?;
+    let ready = node
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|cs| cs.into_iter().find(|c| c.type_ == "Ready"))
+        .context("Ready condition")?;
+    assert_eq!(ready.status, "Unknown");
+    assert_eq!(ready.reason.as_deref(), Some("NodeStatusUnknown"));
+    // The NoSchedule taint comes with the condition; the NoExecute one (taint-based eviction)
+    // follows through a rate-limited queue, so it is not waited for here.
+    let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+    assert!(
+        taints
+            .iter()
+            .any(|t| t.key == "node.kubernetes.io/unreachable" && t.effect == "NoSchedule"),
+        "{taints:?}"
+    );
     Ok(())
 }
 
@@ -233,6 +330,174 @@ async fn eviction_grace_period_override() -> Result<()> {
         .await?;
     }
     Ok(())
+}
+
+/// A PodDisruptionBudget that allows no disruption: what the real server answers to an eviction
+/// (the simulator must answer the same), and that the eviction goes through once the budget allows.
+#[tokio::test]
+async fn pdb_blocked_eviction_facts() -> Result<()> {
+    let Some(tb) = testbed() else { return Ok(()) };
+    let client = tb.client()?;
+    let ns = "pdb-facts";
+    let node = "kwok-pdb-0";
+    tb.create_namespace(&client, ns).await?;
+    tb.create_kwok_node(&client, &KwokNode::new(node)).await?;
+    tb.wait_node_ready(&client, node, MINUTE).await?;
+    let on_node = selector(&[("kubernetes.io/hostname", node)]);
+    tb.create_deployment(&client, ns, "web", 2, &on_node)
+        .await?;
+    let running = tb
+        .wait_pods_running(&client, ns, "app=web", 2, 2 * MINUTE)
+        .await?;
+    let victim = running[0].metadata.name.clone().context("pod name")?;
+
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "web-pdb"},
+        "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}},
+    }))?;
+    pdbs.create(&PostParams::default(), &pdb).await?;
+    let wait_allowed = |allowed: i32| {
+        let pdbs = pdbs.clone();
+        async move {
+            tb.wait_for_ok(
+                &format!("web-pdb disruptionsAllowed={allowed}"),
+                2 * MINUTE,
+                || {
+                    let pdbs = pdbs.clone();
+                    async move {
+                        let pdb = pdbs.get("web-pdb").await?;
+                        Ok(pdb
+                            .status
+                            .filter(|s| {
+                                s.observed_generation == pdb.metadata.generation
+                                    && s.disruptions_allowed == Some(allowed)
+                            })
+                            .map(|_| ()))
+                    }
+                },
+            )
+            .await
+        }
+    };
+    wait_allowed(0).await?;
+
+    let eviction = |name: &str| Eviction {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(ns.to_string()),
+            ..Default::default()
+        },
+        delete_options: None,
+    };
+
+    // kube 5's default client retries 429 answers (up to 15 times, exponential backoff from 5 ms
+    // up to minutes): a PDB-blocked eviction does not come back for minutes.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let with_default_retry = tokio::time::timeout(
+        Duration::from_secs(5),
+        pods.create_subresource::<_, kube::core::Status>(
+            "eviction",
+            &victim,
+            &PostParams::default(),
+            &eviction(&victim),
+        ),
+    )
+    .await;
+    assert!(
+        with_default_retry.is_err(),
+        "kube 5's default retry no longer hides the 429: {with_default_retry:?}"
+    );
+
+    // With `default_retry = false` the 429 comes back at once.
+    let mut cfg = tb.config()?;
+    cfg.default_retry = false;
+    let no_retry = kube::Client::try_from(cfg)?;
+    let pods: Api<Pod> = Api::namespaced(no_retry.clone(), ns);
+    let refused = api_error(
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            pods.create_subresource::<_, kube::core::Status>(
+                "eviction",
+                &victim,
+                &PostParams::default(),
+                &eviction(&victim),
+            ),
+        )
+        .await
+        .context("an eviction without client retries answers at once")?
+        .expect_err("the PDB allows no disruption"),
+    )?;
+    assert_eq!(refused.code, 429, "{refused:?}");
+    // The raw answer: does it carry Retry-After?
+    let raw = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{victim}/eviction"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&eviction(&victim))?)?;
+    let raw = no_retry.send(raw.map(Into::into)).await?;
+    let raw_status = raw.status().as_u16();
+    let retry_after = raw
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    assert_eq!(raw_status, 429);
+    assert!(
+        pods.get(&victim)
+            .await?
+            .metadata
+            .deletion_timestamp
+            .is_none(),
+        "a refused eviction leaves the pod alone"
+    );
+
+    // One more replica: the budget allows one disruption and the same eviction goes through.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), ns);
+    deployments
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await?;
+    if let Err(e) = wait_allowed(1).await {
+        let pdb = pdbs.get("web-pdb").await?;
+        let list = pods.list(&ListParams::default()).await?;
+        let summary: Vec<String> = list
+            .items
+            .iter()
+            .map(|p| {
+                format!(
+                    "{:?} node={:?} phase={:?} deleting={}",
+                    p.metadata.name,
+                    p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                    p.status.as_ref().and_then(|s| s.phase.clone()),
+                    p.metadata.deletion_timestamp.is_some()
+                )
+            })
+            .collect();
+        bail!("{e:#}\nPDB status: {:?}\npods: {summary:#?}", pdb.status);
+    }
+    let accepted: kube::core::Status = pods
+        .create_subresource(
+            "eviction",
+            &victim,
+            &PostParams::default(),
+            &eviction(&victim),
+        )
+        .await?;
+
+    let mut refused_json = serde_json::to_value(&*refused)?;
+    let text = serde_json::to_string(&refused_json)?.replace(&victim, "<pod>");
+    refused_json = serde_json::from_str(&text)?;
+    let facts = json!({
+        "pdb": "minAvailable 2 over a Deployment of 2 Running pods (disruptionsAllowed 0)",
+        "eviction_refused": refused_json,
+        "eviction_refused_http": {"status": raw_status, "retry_after_header": retry_after},
+        "kube5_default_client_retries_429": true,
+        "after_scaling_to_3_eviction_answer": {"code": accepted.code, "status": accepted.status},
+    });
+    check_fixture("pdb-eviction.json", &facts)
 }
 
 /// Lease lock contention between two clients (two users), as the simulator must reproduce it.
@@ -522,7 +787,7 @@ async fn kubectl_drain_decisions() -> Result<()> {
                         .replace(&format!("{ns}/{pod}"), &format!("{ns}/<{role}>"))
                         .replace(&format!("pod/{pod} "), &format!("pod/<{role}> "));
                 }
-                l
+                sort_error_list(&l)
             })
             .collect();
         lines.sort();

@@ -119,18 +119,22 @@ struct Proc {
     /// Write end of the supervisor's lifeline; dropping it also ends the process group.
     lifeline: Option<ChildStdin>,
     log: PathBuf,
+    /// Written by the supervisor when the process ends by itself.
+    exit_file: Option<PathBuf>,
 }
 
 impl Proc {
     fn spawn(name: &'static str, dir: &Path, bin: &Path, args: &[String]) -> Result<Proc> {
         let log = dir.join(format!("{name}.log"));
+        let exit_file = dir.join(format!("{name}.exit"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let mut child = Command::new("sh")
             .arg("-c")
-            // the background job gets /dev/null as stdin; `read` waits on the lifeline
-            .arg(r#""$@" & read -r _; kill -KILL 0"#)
-            .arg("sh")
+            // The background job gets /dev/null as stdin and writes its exit status to $0 when
+            // it ends; `read` waits on the lifeline.
+            .arg(r#"exit_file=$0; ( "$@"; echo "exit status $?" > "$exit_file" ) & read -r _; kill -KILL 0"#)
+            .arg(&exit_file)
             .arg(bin)
             .args(args)
             .stdin(Stdio::piped())
@@ -145,6 +149,7 @@ impl Proc {
             child,
             lifeline,
             log,
+            exit_file: Some(exit_file),
         })
     }
 
@@ -153,17 +158,10 @@ impl Proc {
         log_tail(&self.log, n)
     }
 
-    fn exited(&mut self) -> bool {
-        // The supervisor outlives its job, so look for the job itself among the group.
-        let pgid = self.child.id();
-        let out = Command::new("pgrep")
-            .arg("-g")
-            .arg(pgid.to_string())
-            .output();
-        match out {
-            Ok(o) => String::from_utf8_lossy(&o.stdout).lines().count() < 2,
-            Err(_) => false,
-        }
+    /// How the process ended, if it did.
+    fn exited(&self) -> Option<String> {
+        let file = self.exit_file.as_ref()?;
+        fs::read_to_string(file).ok().map(|s| s.trim().to_string())
     }
 }
 
@@ -242,18 +240,13 @@ impl Testbed {
             .prefix("aksup-testbed-")
             .tempdir()?;
         let dir = tmp.path().to_path_buf();
-        let mut rng_seed = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut rng_seed).map_err(|_| anyhow!("no system randomness"))?;
-        let token = |i: u8| {
-            rng_seed
-                .iter()
-                .map(|b| format!("{:02x}", b ^ i))
-                .collect::<String>()
-        };
-        let tokens: BTreeMap<&'static str, String> =
-            [("aksup-admin", token(0)), ("aksup-other", token(0x5a))]
-                .into_iter()
-                .collect();
+        let mut tokens = BTreeMap::new();
+        for user in ["aksup-admin", "aksup-other"] {
+            let mut bytes = [0u8; 24];
+            aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow!("no system randomness"))?;
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            tokens.insert(user, token);
+        }
 
         // Certificates: a CA, the API server's serving certificate and the service-account keys.
         let ca_key = rcgen::KeyPair::generate()?;
@@ -335,6 +328,7 @@ impl Testbed {
             lifeline: janitor.stdin.take(),
             child: janitor,
             log: dir.join("janitor.log"),
+            exit_file: None,
         };
 
         let mut tb = Testbed {
@@ -353,6 +347,25 @@ impl Testbed {
 
         // etcd
         let etcd_data = dir.join("etcd-data");
+        // Without frequent watch progress notifications, the API server's watch cache of a
+        // quiet resource lags behind (etcd's default interval is 10 minutes) and reads at a
+        // recent resourceVersion wait for it. etcd 3.4 only has the experimental flag name.
+        let etcd_help = Command::new(bin_dir.join("etcd"))
+            .arg("--help")
+            .output()
+            .map(|o| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
+            .unwrap_or_default();
+        let progress_flag = if etcd_help.contains("\n  --watch-progress-notify-interval") {
+            "--watch-progress-notify-interval=1s"
+        } else {
+            "--experimental-watch-progress-notify-interval=1s"
+        };
         tb.spawn(
             "etcd",
             &[
@@ -365,6 +378,7 @@ impl Testbed {
                 format!("--initial-cluster=testbed=http://127.0.0.1:{etcd_peer_port}"),
                 "--quota-backend-bytes=1073741824".into(),
                 "--log-level=warn".into(),
+                progress_flag.into(),
             ],
         )?;
         tb.wait_tcp("etcd", etcd_port, Duration::from_secs(30))
@@ -410,7 +424,7 @@ impl Testbed {
                 format!("--root-ca-file={}", p(&ca_file)),
                 // quick reactions keep the tests short
                 "--node-monitor-period=2s".into(),
-                "--node-monitor-grace-period=20s".into(),
+                "--node-monitor-grace-period=50s".into(),
                 "--concurrent-deployment-syncs=5".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),
@@ -491,10 +505,14 @@ impl Testbed {
     }
 
     fn check_alive(&self) -> Result<()> {
-        let mut procs = self.procs.lock().map_err(|_| anyhow!("poisoned"))?;
-        for p in procs.iter_mut() {
-            if p.exited() {
-                bail!("{} exited; its log ends with:\n{}", p.name, p.log_tail(30));
+        let procs = self.procs.lock().map_err(|_| anyhow!("poisoned"))?;
+        for p in procs.iter() {
+            if let Some(how) = p.exited() {
+                bail!(
+                    "{} exited ({how}); its log ends with:\n{}",
+                    p.name,
+                    p.log_tail(30)
+                );
             }
         }
         Ok(())
@@ -655,6 +673,22 @@ impl Testbed {
             },
         }))?;
         Ok(nodes.create(&PostParams::default(), &node).await?)
+    }
+
+    /// Makes kwok let go of a node (removes the annotation it selects nodes by): the node's
+    /// heartbeats stop and the node lifecycle controller marks it NotReady (`Ready=Unknown`,
+    /// taint `node.kubernetes.io/unreachable`) after its grace period (50 s) — what happens
+    /// to the Node of a VM that was deleted.
+    pub async fn release_kwok_node(&self, client: &kube::Client, name: &str) -> Result<Node> {
+        let nodes: Api<Node> = Api::all(client.clone());
+        let patch = json!({"metadata": {"annotations": {KWOK_NODE_ANNOTATION.0: null}}});
+        Ok(nodes
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(patch),
+            )
+            .await?)
     }
 
     /// Waits until the node's Ready condition is True and returns the node.
