@@ -47,7 +47,7 @@ pub const BINARIES: [&str; 6] = [
 ];
 /// The annotation kwok selects the nodes it manages by (`kwok --manage-nodes-with-annotation-selector`).
 pub const KWOK_NODE_ANNOTATION: (&str, &str) = ("kwok.x-k8s.io/node", "fake");
-/// The taint every kwok node carries unless told otherwise, so only pods that mean it land there.
+/// A taint key the pods of [`pod_template`] tolerate: put it on a kwok node to keep other pods off.
 pub const KWOK_TAINT_KEY: &str = "kwok.x-k8s.io/node";
 
 /// Controllers the controller manager runs (all that drain, PDBs, node lifecycle and namespaces need).
@@ -562,6 +562,8 @@ impl Testbed {
     }
 
     /// A kube config for `user`: `aksup-admin` or `aksup-other` (both in `system:masters`).
+    /// It keeps kube 5's `default_retry = true`, which retries 429/503/504 answers for minutes:
+    /// set it to `false` to see a PDB-blocked eviction's 429.
     pub fn config_for(&self, user: &str) -> Result<kube::Config> {
         let token = self
             .tokens
