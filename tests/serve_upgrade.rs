@@ -350,3 +350,121 @@ fn a_second_concurrent_upgrade_is_refused_naming_the_holder() {
         refused.elapsed
     );
 }
+
+#[test]
+fn upgrade_with_only_the_printed_environment() {
+    // No --ca-file, --subscription-id, --client-id or secret flag: the
+    // `environment` the simulator printed (SSL_CERT_FILE, AZURE_*,
+    // KUBECONFIG) is all the credentials and trust the run gets.
+    let started = Instant::now();
+    let mut served = Served::start();
+    let etcd_before = harness::etcd_disks(&served.state());
+    let environment = served.endpoints["environment"]
+        .as_object()
+        .expect("the summary has an environment object")
+        .clone();
+    let names: Vec<&String> = environment.keys().collect();
+    assert_eq!(
+        names,
+        [
+            "AZURE_CLIENT_ID",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_SUBSCRIPTION_ID",
+            "AZURE_TENANT_ID",
+            "KUBECONFIG",
+            "REQUESTS_CA_BUNDLE",
+            "SSL_CERT_FILE",
+        ]
+    );
+    assert_eq!(environment["SSL_CERT_FILE"], served.endpoints["caFile"]);
+    assert_eq!(
+        environment["AZURE_CLIENT_SECRET"],
+        served.endpoints["clientSecret"]
+    );
+    let mut command = harness::aksup();
+    command
+        .arg("upgrade")
+        .arg("--api-model")
+        .arg(served.api_model_copy())
+        .args(["-g", &served.field("resourceGroup")])
+        .args(["-l", &served.field("location")])
+        .args(["--azure-env", "AzureStackCloud", "-k", TARGET])
+        .args(["--allow-unreplicated-pods", "-o", "json"])
+        .stdin(std::process::Stdio::null());
+    for (name, value) in &environment {
+        command.env(name, value.as_str().expect("a string"));
+    }
+    let upgrade = run(command, None, harness::RUN_LIMIT);
+    assert_succeeded(&upgrade);
+    assert!(served.alive());
+    let state = served.state();
+    assert_upgraded(&state, &etcd_before);
+    assert_eq!(orchestrator_version(&served), TARGET);
+    assert_eq!(&EndState::of(&state), baseline());
+    eprintln!(
+        "upgrade with the printed environment: {:?} in all (aksup upgrade {:?})",
+        started.elapsed(),
+        upgrade.elapsed
+    );
+}
+
+#[test]
+fn human_summary_prints_the_exports_and_a_complete_command() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let child = harness::aksup()
+        .args(["simulator", "serve", "--api-model"])
+        .arg(harness::repo(harness::APIMODEL))
+        .arg("--state-dir")
+        .arg(dir.path().join("my state"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("aksup simulator serve starts");
+    let mut served = harness::Guard(child);
+    let stdout = served.0.stdout.take().expect("a pipe");
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let last = line.starts_with("Trust the CA");
+            text.push_str(&line);
+            text.push('\n');
+            if last {
+                break;
+            }
+        }
+        let _ = send.send(text);
+    });
+    let text = receive
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the summary is printed");
+    served.kill();
+    let exports: BTreeMap<&str, &str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    for name in [
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_SUBSCRIPTION_ID",
+        "AZURE_TENANT_ID",
+        "KUBECONFIG",
+        "REQUESTS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+    ] {
+        assert!(exports.contains_key(name), "export {name} in:\n{text}");
+    }
+    // A path with a space is one shell word.
+    assert!(
+        exports["KUBECONFIG"].starts_with('\'') && exports["KUBECONFIG"].ends_with("kubeconfig'"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--upgrade-version VERSION") && !text.contains("--client-secret"),
+        "the command names the missing flag and keeps the secret off the command line:\n{text}"
+    );
+}
