@@ -183,6 +183,22 @@ fn upgrade_runs_unchanged_against_the_served_simulator() {
 struct KillPoint {
     label: &'static str,
     at: fn(&Value) -> bool,
+    /// Once `at` has matched, kill only when the simulator's state shows
+    /// this (the request the client was making has reached the stamp).
+    until: Option<fn(&Value) -> bool>,
+    /// The first step of the resumed run: action, pool, VM index.
+    resumes_with: (&'static str, &'static str, u32),
+}
+
+/// The VM `k8s-<pool>-<suffix>-<index>` in a `/_sim/state` document.
+fn vm<'a>(state: &'a Value, pool: &str, index: u32) -> Option<&'a Value> {
+    state["arm"]["virtualMachines"]
+        .as_object()?
+        .iter()
+        .find(|(name, _)| {
+            name.starts_with(&format!("k8s-{pool}-")) && name.ends_with(&format!("-{index}"))
+        })
+        .map(|(_, vm)| vm)
 }
 
 fn after_step(event: &Value, k: u64) -> bool {
@@ -205,14 +221,20 @@ const KILL_POINTS: &[KillPoint] = &[
     KillPoint {
         label: "after the 1st stepFinished (a master replaced)",
         at: |e| after_step(e, 1),
+        until: None,
+        resumes_with: ("replace master", "master", 1),
     },
     KillPoint {
         label: "after the 4th stepFinished (the surge VM of the first pool)",
         at: |e| after_step(e, 4),
+        until: None,
+        resumes_with: ("replace agent", "linuxpool", 0),
     },
     KillPoint {
         label: "after the 7th stepFinished (in the middle of the first pool)",
         at: |e| after_step(e, 7),
+        until: None,
+        resumes_with: ("create surge vm", "linuxpool", 1),
     },
     KillPoint {
         label: "mid-step: while master 1's VM is being deleted",
@@ -220,10 +242,23 @@ const KILL_POINTS: &[KillPoint] = &[
             progress(e, "k8s-master-", "deleting the VM")
                 && e["subject"].as_str().is_some_and(|s| s.ends_with("-1"))
         },
+        // The delete was accepted: the VM is going or gone, its NIC and OS
+        // disk not deleted yet, nothing redeployed.
+        until: Some(|state| {
+            vm(state, "master", 1).is_none_or(|vm| vm["provisioningState"] == "Deleting")
+        }),
+        resumes_with: ("recreate master", "master", 1),
     },
     KillPoint {
         label: "mid-step: while the first surge VM is being deployed",
         at: |e| progress(e, "-linuxpool-", "deploying aksup-linuxpool-3-"),
+        // The deployment PUT was accepted; its VM is still being created.
+        until: Some(|state| {
+            state["arm"]["deployments"]
+                .as_object()
+                .is_some_and(|d| d.keys().any(|k| k.starts_with("aksup-linuxpool-3-")))
+        }),
+        resumes_with: ("replace agent", "linuxpool", 0),
     },
 ];
 
@@ -235,11 +270,24 @@ fn killed_and_resumed(point: &KillPoint) -> EndState {
     let mut served = Served::start();
     let etcd_before = harness::etcd_disks(&served.state());
 
-    let first = run(
-        served.upgrade_command(),
-        Some(&point.at),
-        harness::RUN_LIMIT,
-    );
+    let kill_at = |event: &Value| {
+        if !(point.at)(event) {
+            return false;
+        }
+        if let Some(until) = point.until {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !until(&served.state()) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: the simulator never showed the kill condition",
+                    point.label
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        true
+    };
+    let first = run(served.upgrade_command(), Some(&kill_at), harness::RUN_LIMIT);
     assert_eq!(
         first.status,
         None,
@@ -277,6 +325,22 @@ fn killed_and_resumed(point: &KillPoint) -> EndState {
     }
     let resumed = run(served.upgrade_command(), None, harness::RUN_LIMIT);
     assert_succeeded(&resumed);
+    // It resumed where the first run stopped (the same code path observes
+    // the half-done world), not from the beginning.
+    let (action, pool, index) = point.resumes_with;
+    let first_step = resumed
+        .events
+        .iter()
+        .find(|e| e["event"] == "stepStarted")
+        .expect("the resumed run has steps");
+    let subject = first_step["subject"].as_str().unwrap_or_default();
+    assert!(
+        first_step["action"] == action
+            && subject.starts_with(&format!("k8s-{pool}-"))
+            && subject.ends_with(&format!("-{index}")),
+        "{}: the resumed run starts with {action} {pool} {index}, not {first_step}",
+        point.label
+    );
     assert!(served.alive(), "the simulator outlives both clients");
     let state = served.state();
     assert_upgraded(&state, &etcd_before);
