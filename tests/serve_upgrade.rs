@@ -308,6 +308,12 @@ fn killed_and_resumed(point: &KillPoint) -> EndState {
     // says who holds the lock.
     let refused = run(served.upgrade_command(), None, Duration::from_secs(120));
     assert_eq!(refused.code(), Some(1), "{}", refused.transcript());
+    assert_eq!(
+        refused.last("runFinished").map(|e| e["outcome"].clone()),
+        Some(Value::from("refused")),
+        "{}",
+        refused.transcript()
+    );
     let said = refused.transcript();
     assert!(
         said.contains("lock") && said.contains(&format!("pid {}", first.pid)),
@@ -401,6 +407,12 @@ fn a_second_concurrent_upgrade_is_refused_naming_the_holder() {
         .expect("not poisoned")
         .expect("the second run ran while the first held the lock");
     assert_eq!(refused.code(), Some(1), "{}", refused.transcript());
+    assert_eq!(
+        refused.last("runFinished").map(|e| e["outcome"].clone()),
+        Some(Value::from("refused")),
+        "{}",
+        refused.transcript()
+    );
     let said = refused.transcript();
     assert!(
         said.contains("lock") && said.contains(&format!("pid {}", first.pid)),
