@@ -1,5 +1,6 @@
 //! `aksup simulator serve`: run the stamp simulator until interrupted.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -105,7 +106,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("cannot start the simulator")?;
     let summary = match args.output {
-        OutputFormat::Json => serde_json::to_string(&simulator.endpoints)? + "\n",
+        OutputFormat::Json => serde_json::to_string(&json(&simulator.endpoints)?)? + "\n",
         OutputFormat::Human => human(&simulator.endpoints, args.time_scale),
     };
     {
@@ -137,6 +138,57 @@ fn interrupt_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })
+}
+
+/// The environment variables an operator exports so that `aksup upgrade`,
+/// `kubectl` and the Azure SDKs reach the simulator with its credentials,
+/// sorted by name: the service principal (`AZURE_CLIENT_ID`,
+/// `AZURE_CLIENT_SECRET`, `AZURE_SUBSCRIPTION_ID`, and `AZURE_TENANT_ID` on
+/// AAD), the CA (`SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`) and `KUBECONFIG`.
+pub fn environment(e: &Endpoints) -> BTreeMap<&'static str, String> {
+    let mut vars = BTreeMap::from([
+        ("AZURE_CLIENT_ID", e.client_id.clone()),
+        ("AZURE_CLIENT_SECRET", e.client_secret.clone()),
+        ("AZURE_SUBSCRIPTION_ID", e.subscription_id.clone()),
+    ]);
+    if e.identity_system != "adfs" {
+        vars.insert("AZURE_TENANT_ID", e.aad.tenant_id.clone());
+    }
+    if let Some(ca) = &e.ca_file {
+        let ca = ca.display().to_string();
+        vars.insert("SSL_CERT_FILE", ca.clone());
+        vars.insert("REQUESTS_CA_BUNDLE", ca);
+    }
+    if let Some(kubeconfig) = &e.kubeconfig_file {
+        vars.insert("KUBECONFIG", kubeconfig.display().to_string());
+    }
+    vars
+}
+
+/// The `-o json` summary: the endpoints and, under `environment`, the
+/// variables of [`environment`].
+fn json(e: &Endpoints) -> anyhow::Result<serde_json::Value> {
+    let mut document = serde_json::to_value(e)?;
+    if let Some(object) = document.as_object_mut() {
+        object.insert(
+            "environment".to_owned(),
+            serde_json::to_value(environment(e))?,
+        );
+    }
+    Ok(document)
+}
+
+/// `value` as one POSIX shell word.
+fn shell_word(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c));
+    if plain {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
 }
 
 fn path_text(path: &Option<PathBuf>) -> String {
@@ -175,19 +227,20 @@ fn human(e: &Endpoints, scale: f64) -> String {
     for (key, value) in rows {
         text.push_str(&format!("  {key:<width$}  {value}\n"));
     }
+    text.push_str("\nEnvironment (aksup, kubectl, Azure SDKs):\n");
+    for (name, value) in environment(e) {
+        text.push_str(&format!("  export {name}={}\n", shell_word(&value)));
+    }
     text.push_str(&format!(
-        "\nUpgrade against it:\n  aksup upgrade --api-model {} --location {} --resource-group {} --subscription-id {} \\\n    --client-id {} --client-secret '{}' --identity-system {} --azure-env AzureStackCloud\n",
-        path_text(&e.api_model_file),
-        e.location,
-        e.resource_group,
-        e.subscription_id,
-        e.client_id,
-        e.client_secret,
+        "\nUpgrade against it (with the environment above):\n  aksup upgrade --api-model {} --location {} --resource-group {} \\\n    --identity-system {} --azure-env AzureStackCloud --upgrade-version VERSION\n",
+        shell_word(&path_text(&e.api_model_file)),
+        shell_word(&e.location),
+        shell_word(&e.resource_group),
         e.identity_system,
     ));
     text.push_str(&format!(
         "Trust the CA: export SSL_CERT_FILE={0} REQUESTS_CA_BUNDLE={0}\n",
-        path_text(&e.ca_file)
+        shell_word(&path_text(&e.ca_file))
     ));
     text
 }
