@@ -213,3 +213,45 @@ async fn force_repaves_every_node_at_the_same_version() {
         assert_ne!(before.get(name), Some(id), "{name} was re-paved");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_the_operator_cordoned_stays_cordoned() {
+    let h = start("single-master-aad", |_| {}).await;
+    let suffix = h.suffix();
+    let master = format!("k8s-master-{suffix}-0");
+    let nodes: Api<Node> = Api::all(h.kube_client().await);
+    nodes
+        .patch(
+            &master,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .expect("cordon");
+    let checker = h.checker();
+    checker
+        .operator_cordoned
+        .lock()
+        .expect("lock")
+        .insert(master.clone());
+    let mut engine = h
+        .engine(
+            TARGET,
+            &["--allow-unreplicated-pods", "--control-plane-only"],
+            checker.clone(),
+            aksup::upgrade::engine::StopFlag::default(),
+        )
+        .await;
+    engine
+        .run()
+        .await
+        .unwrap_or_else(|e| panic!("{}", upgrade_e2e::chain(&e)));
+    checker.assert_clean();
+    let end = h.end_state();
+    assert_eq!(end.nodes[&master].kubelet, format!("v{TARGET}"));
+    assert!(end.nodes[&master].ready);
+    assert!(
+        end.nodes[&master].unschedulable,
+        "the operator's cordon was lifted"
+    );
+}

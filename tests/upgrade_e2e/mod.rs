@@ -15,7 +15,7 @@ use aksup::model::ApiModel;
 use aksup::report::{Event, Reporter};
 use aksup::sim::kube::KubeSim;
 use aksup::sim::{SimOptions, Simulator, World};
-use aksup::upgrade::engine::{self, Engine, StopFlag, Summary};
+use aksup::upgrade::engine::{self, Engine, StopFlag, Summary, UpgradeOptions};
 use clap::Parser;
 use serde_json::Value;
 
@@ -126,6 +126,20 @@ impl Harness {
         reporter: Arc<dyn Reporter>,
         stop: StopFlag,
     ) -> Engine {
+        self.engine_with(target, extra, reporter, stop, |_| {})
+            .await
+    }
+
+    /// [`Harness::engine`] with the options adjusted (e.g. real-time timeouts
+    /// shorter than the flags' whole minutes).
+    pub async fn engine_with(
+        &self,
+        target: &str,
+        extra: &[&str],
+        reporter: Arc<dyn Reporter>,
+        stop: StopFlag,
+        tweak: impl FnOnce(&mut UpgradeOptions),
+    ) -> Engine {
         let args = self.args(target, extra);
         let checked = upgrade::check(&args).expect("the request passes the offline checks");
         let mut http = aksup::arm::HttpOptions::from_process_env(args.ca_file.clone());
@@ -138,6 +152,10 @@ impl Harness {
             .expect("a Kubernetes client");
         let mut options = execute::upgrade_options(&checked, &args);
         options.lro_interval = Duration::from_millis(20);
+        // Real-time polling knobs, scaled down with the simulator's clock.
+        options.drain.poll_interval = Duration::from_millis(20);
+        options.drain.eviction_backoff = (Duration::from_millis(20), Duration::from_millis(200));
+        tweak(&mut options);
         Engine::new(arm, kube, checked.model.clone(), options, reporter, stop)
     }
 
@@ -159,9 +177,18 @@ impl Harness {
         target: &str,
         extra: &[&str],
     ) -> (engine::Result<Summary>, Arc<Checker>) {
+        self.run_with(target, extra, |_| {}).await
+    }
+
+    pub async fn run_with(
+        &self,
+        target: &str,
+        extra: &[&str],
+        tweak: impl FnOnce(&mut UpgradeOptions),
+    ) -> (engine::Result<Summary>, Arc<Checker>) {
         let checker = self.checker();
         let mut engine = self
-            .engine(target, extra, checker.clone(), StopFlag::default())
+            .engine_with(target, extra, checker.clone(), StopFlag::default(), tweak)
             .await;
         let result = engine.run().await;
         (result, checker)
@@ -316,16 +343,17 @@ impl Harness {
 }
 
 pub fn mutations(world: &World) -> usize {
-    world
+    let total: u64 = world
         .requests()
-        .records()
+        .counts()
         .iter()
-        .filter(|r| is_mutation(&r.method, &r.path))
-        .count()
-}
-
-fn is_mutation(method: &str, path: &str) -> bool {
-    matches!(method, "PUT" | "DELETE" | "PATCH") && path.starts_with("/subscriptions/")
+        .filter(|(endpoint, _)| {
+            let (method, path) = endpoint.split_once(' ').unwrap_or_default();
+            matches!(method, "PUT" | "DELETE" | "PATCH") && path.starts_with("/subscriptions/")
+        })
+        .map(|(_, n)| n)
+        .sum();
+    usize::try_from(total).unwrap_or(usize::MAX)
 }
 
 pub fn backup_path(path: &Path) -> PathBuf {
