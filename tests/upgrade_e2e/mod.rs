@@ -298,9 +298,26 @@ impl Harness {
         assert!(deletes.is_empty(), "etcd disks deleted: {deletes:?}");
     }
 
-    /// The apimodel was written back: version, release, backup kept.
+    /// The apimodel was written back: version, release, the Azure Stack
+    /// adjustments, backup kept.
     pub fn assert_model_written(&self, target: &str) -> ApiModel {
+        // The adjustments the CLI computes from the model as it was.
+        let backup = backup_path(&self.model_path);
+        let adjustments = std::fs::read(&backup).ok().map(|_| {
+            let mut args = self.args(target, &["--force"]);
+            args.api_model = Some(backup.clone());
+            upgrade::check(&args).expect("checked").adjustments
+        });
         let model = ApiModel::load(&self.model_path).expect("the written apimodel parses");
+        for adjustment in adjustments.into_iter().flatten() {
+            assert_eq!(
+                model.raw().pointer(&adjustment.pointer),
+                Some(&adjustment.to),
+                "adjustment {} ({})",
+                adjustment.pointer,
+                adjustment.reason
+            );
+        }
         model.validate().expect("the written apimodel is valid");
         assert_eq!(model.view().orchestrator_version(), target);
         let release = model
@@ -310,7 +327,6 @@ impl Harness {
             .map(str::to_owned);
         let v = semver::Version::parse(target).expect("a version");
         assert_eq!(release, Some(format!("{}.{}", v.major, v.minor)));
-        let backup = backup_path(&self.model_path);
         assert_eq!(
             std::fs::read(&backup).expect("the backup exists"),
             self.initial_model,
