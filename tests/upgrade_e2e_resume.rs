@@ -223,14 +223,23 @@ async fn every_step_boundary_and_mid_step_kill_resumes_to_the_same_end_state() {
     // A hard kill inside every step, right after its first mutating request:
     // the VM deleted but not its NIC and OS disk (replacements), or the
     // deployment accepted but not finished (creations).
+    // Master replacements also get a kill after their last mutating request:
+    // the master slot empty while its new deployment runs.
     let mut previous = 0;
     for &at_end in &baseline.mutations_at_step {
         if previous < at_end {
             interrupts.push(Interrupt::KillAfterMutation(previous + 1));
         }
+        if at_end >= previous + 4 {
+            interrupts.push(Interrupt::KillAfterMutation(at_end));
+        }
         previous = at_end;
     }
-    // AKSUP_E2E_ONLY=stop:K or kill:N runs one scenario (for debugging).
+    // AKSUP_E2E_ONLY=stop:K or kill:N runs one scenario (for debugging);
+    // AKSUP_E2E_KILL=N adds a kill after mutating request N.
+    if let Ok(n) = std::env::var("AKSUP_E2E_KILL") {
+        interrupts.push(Interrupt::KillAfterMutation(n.parse().expect("a number")));
+    }
     if let Ok(only) = std::env::var("AKSUP_E2E_ONLY") {
         interrupts.retain(|i| match i {
             Interrupt::StopAfter(k) => only == format!("stop:{k}"),
@@ -248,7 +257,7 @@ async fn every_step_boundary_and_mid_step_kill_resumes_to_the_same_end_state() {
     // Keep the figure visible when the test is run with --nocapture.
     let took = started.elapsed();
     assert!(
-        count >= 13 + 13 || std::env::var_os("AKSUP_E2E_ONLY").is_some(),
+        count >= 13 + 13 + 3 || std::env::var_os("AKSUP_E2E_ONLY").is_some(),
         "{count} scenarios"
     );
     if std::env::var_os("AKSUP_E2E_TIMING").is_some() {
