@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use semver::Version;
 use tokio::time::Instant;
 
@@ -27,6 +27,12 @@ use crate::model::{self, ApiModel};
 use crate::names::{PoolKind, VmName};
 use crate::report::{self, Event, NodeSummary, Outcome, Reporter};
 use crate::template::{self, NodeTemplateInput};
+
+/// Node annotation naming the NIC(s) and OS disk of a VM being deleted, written
+/// before the VM is deleted and removed once they are gone too: a run killed in
+/// between leaves the names where the next run finds them (an OS disk's name
+/// cannot be derived, and a NIC of an index not recreated is never reused).
+const LEFTOVERS: &str = "aksup.io/leftovers";
 
 /// Everything an upgrade needs besides its clients.
 #[derive(Debug, Clone)]
@@ -631,6 +637,7 @@ impl Engine {
             Action::RecreateMaster { index, vm } => {
                 self.deploy(&PoolKind::Master, *index, goal, state).await?;
                 self.wait_ready(&PoolKind::Master, vm).await?;
+                self.clear_leftovers(&vm.node_name()).await?;
                 self.uncordon(&vm.node_name()).await
             }
             Action::ReplaceMaster { index, vm } => {
@@ -639,6 +646,7 @@ impl Engine {
                 self.delete_vm(&PoolKind::Master, *index, vm, state).await?;
                 self.deploy(&PoolKind::Master, *index, goal, state).await?;
                 self.wait_ready(&PoolKind::Master, vm).await?;
+                self.clear_leftovers(&node).await?;
                 self.uncordon(&node).await
             }
             Action::WaitReady { index, vm, .. } => {
@@ -650,7 +658,10 @@ impl Engine {
                 let kind = pool_kind(state, &step.action);
                 self.delete_vm(&kind, *index, vm, state).await
             }
-            Action::DeleteOrphanNode { node } => self.delete_node(node).await,
+            Action::DeleteOrphanNode { node } => {
+                self.delete_leftovers(node).await?;
+                self.delete_node(node).await
+            }
             Action::CreateAgent { index, vm, .. } => {
                 let kind = pool_kind(state, &step.action);
                 self.deploy(&kind, *index, goal, state).await?;
@@ -795,7 +806,13 @@ impl Engine {
             ),
         };
         let timeout = self.lro(self.options.vm_timeout);
+        let node = vm.node_name();
         if found.is_some() {
+            self.set_leftovers(
+                &node,
+                serde_json::json!({"nics": nics, "osDisk": os_disk}).to_string(),
+            )
+            .await?;
             self.reporter.report(&Event::Progress {
                 subject: vm.to_string(),
                 message: "deleting the VM".into(),
@@ -817,7 +834,107 @@ impl Engine {
                 .await
                 .map_err(arm_err(format!("deleting OS disk {disk}")))?;
         }
+        self.clear_leftovers(&node).await
+    }
+
+    /// Records on the node what is left to delete after its VM (see [`LEFTOVERS`]).
+    async fn set_leftovers(&self, node: &NodeName, value: String) -> Result<()> {
+        self.annotate(node, serde_json::Value::String(value)).await
+    }
+
+    /// Best effort: a stale record is harmless (it is only read while the
+    /// node's VM does not exist, and a deletion records afresh), and on a
+    /// single-master cluster the API is down right after the VM is deleted.
+    async fn clear_leftovers(&self, node: &NodeName) -> Result<()> {
+        if let Err(err) = self.annotate(node, serde_json::Value::Null).await {
+            tracing::debug!("cannot clear {LEFTOVERS} on {node}: {err}");
+        }
         Ok(())
+    }
+
+    async fn annotate(&self, node: &NodeName, value: serde_json::Value) -> Result<()> {
+        let api: Api<Node> = Api::all(self.kube.clone());
+        let patch = serde_json::json!({"metadata": {"annotations": {LEFTOVERS: value}}});
+        match api
+            .patch(
+                node.as_str(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // No node (never registered, or already deleted): nothing to record on.
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(source) => Err(Error::Kube {
+                doing: format!("annotating Node {node}"),
+                source: Box::new(nodes::Error::Client(Box::new(source))),
+            }),
+        }
+    }
+
+    /// Deletes the NICs and OS disk a killed run recorded on the node of a VM
+    /// that is gone (call only when its VM does not exist).
+    async fn delete_leftovers(&self, node: &NodeName) -> Result<()> {
+        let api: Api<Node> = Api::all(self.kube.clone());
+        // The API of a single-master cluster is down while its master is
+        // replaced: the record stays for a later run.
+        let found = match api.get_opt(node.as_str()).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::debug!("cannot read {LEFTOVERS} of {node}: {err}");
+                return Ok(());
+            }
+        };
+        let Some(text) = found
+            .and_then(|n| n.metadata.annotations)
+            .and_then(|mut a| a.remove(LEFTOVERS))
+        else {
+            return Ok(());
+        };
+        // An unreadable annotation is not ours to act on: leave it.
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return Ok(());
+        };
+        let rg = &self.options.resource_group;
+        let timeout = self.lro(self.options.vm_timeout);
+        let names = |key: &str| -> Vec<String> {
+            match value.get(key) {
+                Some(serde_json::Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                Some(serde_json::Value::String(one)) => vec![one.clone()],
+                _ => Vec::new(),
+            }
+        };
+        for nic in names("nics") {
+            self.reporter.report(&Event::Progress {
+                subject: node.to_string(),
+                message: format!("deleting NIC {nic} left by an interrupted run"),
+            });
+            self.arm
+                .delete_nic(rg, &nic, &timeout)
+                .await
+                .map_err(|source| Error::Arm {
+                    doing: format!("deleting NIC {nic}"),
+                    source: Box::new(source),
+                })?;
+        }
+        for disk in names("osDisk") {
+            self.reporter.report(&Event::Progress {
+                subject: node.to_string(),
+                message: format!("deleting OS disk {disk} left by an interrupted run"),
+            });
+            self.arm
+                .delete_disk(rg, &disk, &timeout)
+                .await
+                .map_err(|source| Error::Arm {
+                    doing: format!("deleting OS disk {disk}"),
+                    source: Box::new(source),
+                })?;
+        }
+        self.clear_leftovers(node).await
     }
 
     async fn deploy(
@@ -845,6 +962,7 @@ impl Engine {
             vm: kind.vm_name(&state.suffix, index).to_string(),
             source,
         })?;
+        self.delete_leftovers(&rendered.vm_name.node_name()).await?;
         self.reporter.report(&Event::Progress {
             subject: rendered.vm_name.to_string(),
             message: format!("deploying {} ({})", rendered.deployment_name, goal.target),
