@@ -12,6 +12,7 @@ use aksup::report::Event;
 use aksup::sim::faults::{Fault, FaultSpec, RequestMatcher};
 use aksup::sim::kube::Scenario;
 use aksup::upgrade::engine::{Error, StopFlag};
+use aksup::upgrade::plan::Refusal;
 use upgrade_e2e::{Harness, TARGET, chain, start};
 
 const FLAGS: &[&str] = &["--allow-unreplicated-pods"];
@@ -200,7 +201,8 @@ async fn a_node_never_ready_gets_its_new_vm_deleted_and_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blocking_pdb_stops_the_run_before_the_vm_is_deleted_and_names_pod_and_pdb() {
+async fn a_budget_that_never_allows_a_disruption_refuses_before_anything_is_deleted() {
+    // minAvailable = replicas: satisfied, yet no eviction can ever pass it.
     let scenario = Scenario::from_json(
         r#"{"namespaces": ["shop"],
             "deployments": [{"namespace": "shop", "name": "web", "replicas": 2,
@@ -210,6 +212,85 @@ async fn a_blocking_pdb_stops_the_run_before_the_vm_is_deleted_and_names_pod_and
     )
     .expect("a scenario");
     let h = start(MODEL, |o| o.scenario = Some(scenario)).await;
+    // Wait until both pods are Ready, so that the budget is satisfied (and stuck).
+    let client = h.kube_client().await;
+    let pdbs: kube::Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        kube::Api::namespaced(client, "shop");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let healthy = pdbs
+            .get("web-pdb")
+            .await
+            .ok()
+            .and_then(|pdb| pdb.status)
+            .map(|status| {
+                (
+                    status.current_healthy.unwrap_or(0),
+                    status.desired_healthy.unwrap_or(0),
+                )
+            });
+        if matches!(healthy, Some((2, 2))) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "web-pdb never became satisfied: {healthy:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = h.end_state();
+    let mutations = h.mutations();
+    // A short drain timeout bounds the test should the gate ever fail to stop the run.
+    let (result, checker) = h
+        .run_with(TARGET, FLAGS, |o| o.drain.timeout = Duration::from_secs(2))
+        .await;
+    let err = result.expect_err("the budget refuses the run");
+    let message = chain(&err);
+    assert!(err.is_refusal(), "a refusal, exit 1: {message}");
+    assert!(
+        matches!(&err, Error::Refused(Refusal::PdbBlocks { .. })),
+        "{message}"
+    );
+    assert!(message.contains("shop/web-"), "names the pod: {message}");
+    assert!(message.contains("web-pdb"), "names the PDB: {message}");
+    assert_eq!(
+        h.mutations(),
+        mutations,
+        "nothing was changed, not even a master"
+    );
+    assert_eq!(h.end_state().vms.len(), before.vms.len());
+    assert!(checker.steps().is_empty(), "no step ran");
+    assert!(
+        checker.violations().is_empty(),
+        "{:?}",
+        checker.violations()
+    );
+    h.assert_model_unchanged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_pdb_stops_the_run_before_the_vm_is_deleted_and_names_pod_and_pdb() {
+    // The budget allows one disruption, but the API refuses every eviction of
+    // web's pods (the simulator's evictionBlocked fault): the drain times out.
+    let scenario = Scenario::from_json(
+        r#"{"namespaces": ["shop"],
+            "deployments": [{"namespace": "shop", "name": "web", "replicas": 2,
+                             "nodeSelector": {"kubernetes.io/os": "linux"}}],
+            "podDisruptionBudgets": [{"namespace": "shop", "name": "web-pdb",
+                                      "selector": {"app": "web"}, "minAvailable": 1}]}"#,
+    )
+    .expect("a scenario");
+    let h = start(MODEL, |o| {
+        o.scenario = Some(scenario);
+        o.faults = vec![FaultSpec {
+            fault: Fault::EvictionBlocked {
+                namespace: "shop".into(),
+                pod_prefix: "web-".into(),
+            },
+            times: None,
+        }];
+    })
+    .await;
     let suffix = h.suffix();
     let before = h.end_state();
     let (result, checker) = h

@@ -13,8 +13,7 @@ use crate::report::{
     self, Event, JsonLinesReporter, LineReporter, Outcome, ProgressReporter, QuietReporter,
     Reporter,
 };
-use crate::upgrade::engine::{self, Engine, StopFlag, UpgradeOptions};
-use crate::upgrade::plan::Plan;
+use crate::upgrade::engine::{self, Engine, StopFlag, Summary, UpgradeOptions};
 
 /// Clients for a run: ARM and Kubernetes.
 pub struct Clients {
@@ -178,8 +177,12 @@ pub async fn run_engine(
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match result {
         Ok(summary) if dry_run => {
-            print_plan(&checked, &summary.plan, json);
-            Ok(ExitStatus::Success)
+            print_plan(&checked, &summary, json);
+            match summary.plan.refusal {
+                Some(refusal) => Err(UserError::refused(anyhow::Error::new(refusal))
+                    .with_hint("the plan above stops at this gate; nothing was changed")),
+                None => Ok(ExitStatus::Success),
+            }
         }
         Ok(summary) => {
             reporter.report(&Event::RunFinished {
@@ -213,7 +216,7 @@ pub async fn run_engine(
                 outcome,
                 duration_ms,
                 nodes: Vec::new(),
-                message: Some(err.to_string()),
+                message: Some(error_chain(&err)),
             });
             let hints = err.hints();
             let refusal = err.is_refusal();
@@ -267,7 +270,8 @@ pub async fn execute(checked: CheckedUpgrade, args: &UpgradeArgs) -> Result<Exit
 }
 
 /// The plan as a table (human) or one JSON document.
-pub fn print_plan(checked: &CheckedUpgrade, plan: &Plan, json: bool) {
+pub fn print_plan(checked: &CheckedUpgrade, summary: &Summary, json: bool) {
+    let plan = &summary.plan;
     if json {
         let document = serde_json::json!({
             "resourceGroup": checked.resource_group,
@@ -275,6 +279,7 @@ pub fn print_plan(checked: &CheckedUpgrade, plan: &Plan, json: bool) {
             "targetVersion": checked.target_version.to_string(),
             "adjustments": checked.adjustments,
             "warnings": checked.warnings.iter().chain(&plan.warnings).collect::<Vec<_>>(),
+            "gates": summary.gates,
             "steps": plan.steps,
             "refusal": plan.refusal.as_ref().map(ToString::to_string),
         });
@@ -318,9 +323,24 @@ pub fn print_plan(checked: &CheckedUpgrade, plan: &Plan, json: bool) {
     for warning in checked.warnings.iter().chain(&plan.warnings) {
         println!("warning: {warning}");
     }
-    match &plan.refusal {
-        Some(refusal) => println!("gate: the run would stop here: {refusal}"),
-        None => println!("gates: passed (masters present and Ready, images available)"),
+    for gate in &summary.gates {
+        let result = if gate.passed { "passed" } else { "FAILED" };
+        println!("gate {}: {result} ({})", gate.gate, gate.detail);
+    }
+    if let Some(refusal) = &plan.refusal {
+        println!("the run would stop here: {refusal}");
     }
     println!("Nothing was changed (dry run).");
+}
+
+/// `error: cause: cause …` on one line, for the JSON `runFinished` message.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::adjust::{self, Adjustment};
 use super::observe;
 use super::plan::{self, Action, Decision, Goal, Plan, Refusal, Step};
-use super::state::ClusterState;
+use super::state::{ClusterState, DrainBlocker};
 use crate::arm::{self, ArmClient, DeploymentRequest, LroOptions};
 use crate::kube::{self as nodes, NodeEvent, NodeEvents, NodeName};
 use crate::model::{self, ApiModel};
@@ -149,6 +149,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub plan: Plan,
+    /// The preflight gates of the first observation, with their results.
+    pub gates: Vec<plan::GateResult>,
     pub nodes: Vec<NodeSummary>,
     pub steps_done: usize,
     pub final_state: Option<ClusterState>,
@@ -411,14 +413,16 @@ impl Engine {
                         .drain_blockers
                         .entry(NodeName::new(node.clone()))
                         .or_default()
-                        .push(format!(
-                            "{namespace}/{} (PDB {}: disruptionsAllowed {}, healthy {}/{})",
-                            pod.metadata.name.clone().unwrap_or_default(),
-                            pdb.metadata.name.clone().unwrap_or_default(),
-                            status.disruptions_allowed.unwrap_or(0),
-                            status.current_healthy.unwrap_or(0),
-                            status.desired_healthy.unwrap_or(0)
-                        ));
+                        .push(DrainBlocker {
+                            pod: format!(
+                                "{namespace}/{}",
+                                pod.metadata.name.clone().unwrap_or_default()
+                            ),
+                            pdb: pdb.metadata.name.clone().unwrap_or_default(),
+                            disruptions_allowed: status.disruptions_allowed.unwrap_or(0),
+                            current_healthy: status.current_healthy.unwrap_or(0),
+                            desired_healthy: status.desired_healthy.unwrap_or(0),
+                        });
                 }
             }
         }
@@ -491,15 +495,19 @@ impl Engine {
         }
         let mut summary = Summary {
             plan: first_plan.clone(),
+            gates: plan::gates(&state, &goal),
             nodes: Vec::new(),
             steps_done: 0,
             final_state: None,
         };
         if self.options.dry_run {
-            return match first_plan.refusal {
-                Some(refusal) if first_plan.steps.is_empty() => Err(Error::Refused(refusal)),
-                _ => Ok(summary),
-            };
+            // The caller shows the plan with its gates; a refusal is in `plan.refusal`.
+            return Ok(summary);
+        }
+        // Gates that need the first observation (drain blockers are looked up only
+        // now): a refusal here happens before anything is changed.
+        if let Decision::Refuse(refusal) = plan::next_step(&state, &goal) {
+            return Err(Error::Refused(refusal));
         }
         let holder = nodes::LockHolder::current(&self.options.target.to_string());
         let lock = nodes::UpgradeLock::acquire(

@@ -160,6 +160,11 @@ pub enum Refusal {
     MissingImages { images: Vec<String> },
     #[error("the api model has no control-plane pool")]
     NoMasters,
+    #[error(
+        "PodDisruptionBudgets allow no disruption on nodes that must be drained, and never will by themselves: {}; scale the workloads up or relax the budgets first (nothing was changed)",
+        blockers.join("; ")
+    )]
+    PdbBlocks { blockers: Vec<String> },
 }
 
 fn names(nodes: &[String]) -> String {
@@ -198,6 +203,12 @@ pub fn next_step(state: &ClusterState, goal: &Goal) -> Decision {
     let Some(masters) = state.masters() else {
         return Decision::Refuse(Refusal::NoMasters);
     };
+    let permanent = permanent_blockers(state, goal);
+    if !permanent.is_empty() {
+        return Decision::Refuse(Refusal::PdbBlocks {
+            blockers: permanent,
+        });
+    }
     if let Some(decision) = next_master_step(masters, &state.suffix, goal) {
         return decision;
     }
@@ -580,6 +591,30 @@ fn action_pool(action: &Action) -> &str {
     }
 }
 
+/// Budgets that block, for good, the drain of a node the walk will drain
+/// (`node: pod (PDB …)`), sorted.
+fn permanent_blockers(state: &ClusterState, goal: &Goal) -> Vec<String> {
+    let drained: std::collections::BTreeSet<NodeName> = state
+        .pools
+        .iter()
+        .filter(|pool| !goal.control_plane_only || pool.kind == PoolKind::Master)
+        .flat_map(|pool| &pool.vms)
+        .filter(|vm| !goal.is_upgraded(vm))
+        .map(VmState::node_name)
+        .collect();
+    state
+        .drain_blockers
+        .iter()
+        .filter(|(node, _)| drained.contains(*node))
+        .flat_map(|(node, blockers)| {
+            blockers
+                .iter()
+                .filter(|b| b.is_permanent())
+                .map(move |b| format!("{node}: {b}"))
+        })
+        .collect()
+}
+
 /// A preflight gate and its result, for showing in a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -651,21 +686,19 @@ pub fn gates(state: &ClusterState, goal: &Goal) -> Vec<GateResult> {
             )
         },
     });
+    let permanent = permanent_blockers(state, goal);
     out.push(GateResult {
         gate: "disruption budgets".into(),
-        passed: state.drain_blockers.is_empty(),
-        detail: if state.drain_blockers.is_empty() {
+        passed: permanent.is_empty(),
+        detail: if !permanent.is_empty() {
+            format!("never allow a disruption: {}", permanent.join("; "))
+        } else if state.drain_blockers.is_empty() {
             "no PodDisruptionBudget blocks a drain now".into()
         } else {
             format!(
-                "drains would wait on {} node(s) now: {}",
+                "drains would wait on {} node(s) now (the budgets allow more as pods become Ready): {}",
                 state.drain_blockers.len(),
-                state
-                    .drain_blockers
-                    .keys()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                state.drain_blockers.keys().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             )
         },
     });
@@ -696,7 +729,10 @@ pub fn plan(state: &ClusterState, goal: &Goal) -> Plan {
     let warnings = state
         .drain_blockers
         .iter()
-        .map(|(node, pods)| format!("draining {node} is blocked now: {}", pods.join("; ")))
+        .map(|(node, pods)| {
+            let pods: Vec<String> = pods.iter().map(ToString::to_string).collect();
+            format!("draining {node} is blocked now: {}", pods.join("; "))
+        })
         .collect();
     Plan {
         steps,

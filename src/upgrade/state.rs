@@ -124,6 +124,41 @@ impl PoolState {
     }
 }
 
+/// A pod whose PodDisruptionBudget allows no disruption now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainBlocker {
+    /// `namespace/name`.
+    pub pod: String,
+    pub pdb: String,
+    pub disruptions_allowed: i32,
+    pub current_healthy: i32,
+    pub desired_healthy: i32,
+}
+
+impl DrainBlocker {
+    /// The budget is satisfied and still allows no disruption (as `minAvailable`
+    /// equal to the replicas, or `maxUnavailable: 0`): no eviction can ever
+    /// pass it, however long the drain waits.
+    pub fn is_permanent(&self) -> bool {
+        self.disruptions_allowed <= 0 && self.current_healthy >= self.desired_healthy
+    }
+}
+
+impl std::fmt::Display for DrainBlocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (PDB {}: disruptionsAllowed {}, healthy {}/{})",
+            self.pod,
+            self.pdb,
+            self.disruptions_allowed,
+            self.current_healthy,
+            self.desired_healthy
+        )
+    }
+}
+
 /// The observed cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -134,9 +169,8 @@ pub struct ClusterState {
     pub pools: Vec<PoolState>,
     /// Marketplace images the new VMs need that the stamp does not offer.
     pub missing_images: Vec<MarketplaceImage>,
-    /// Per node, the pods a drain could not evict now, with their PDB
-    /// (`namespace/pod (PDB name: disruptionsAllowed 0, healthy 2/2)`).
-    pub drain_blockers: BTreeMap<NodeName, Vec<String>>,
+    /// Per node, the pods a drain could not evict now, with their PDB.
+    pub drain_blockers: BTreeMap<NodeName, Vec<DrainBlocker>>,
 }
 
 impl ClusterState {

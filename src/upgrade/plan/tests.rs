@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::upgrade::state::ClusterState;
+use crate::upgrade::state::{ClusterState, DrainBlocker};
 
 const SUFFIX: &str = "38062788";
 
@@ -430,16 +430,57 @@ fn a_missing_agent_below_the_count_is_recreated_when_the_pool_is_done() {
     assert_eq!(describe(&steps), ["create vm k8s-batch-38062788-0"]);
 }
 
+fn blocker(pod: &str, allowed: i32, current: i32, desired: i32) -> DrainBlocker {
+    DrainBlocker {
+        pod: pod.into(),
+        pdb: "web".into(),
+        disruptions_allowed: allowed,
+        current_healthy: current,
+        desired_healthy: desired,
+    }
+}
+
 #[test]
-fn drain_blockers_show_as_warnings() {
+fn a_budget_waiting_for_pods_is_a_warning() {
     let mut state = cluster();
+    // 1 of 2 healthy: the budget allows more once the pod is Ready.
     state.drain_blockers.insert(
         NodeName::new("k8s-linuxpool-38062788-0"),
-        vec!["default/web-1 (PDB web: disruptionsAllowed 0, healthy 2/2)".into()],
+        vec![blocker("default/web-1", 0, 1, 2)],
     );
     let plan = plan(&state, &goal());
+    assert_eq!(plan.refusal, None);
     assert_eq!(plan.warnings.len(), 1);
-    assert!(plan.warnings[0].contains("web-1"));
+    assert!(
+        plan.warnings[0].contains("default/web-1 (PDB web: disruptionsAllowed 0, healthy 1/2)")
+    );
+    assert!(gates(&state, &goal())[2].passed);
+}
+
+#[test]
+fn a_budget_that_can_never_allow_a_disruption_stops_the_run_before_anything() {
+    let mut state = cluster();
+    state.drain_blockers.insert(
+        NodeName::new("k8s-batch-38062788-1"),
+        vec![blocker("shop/web-1", 0, 2, 2)],
+    );
+    let plan = plan(&state, &goal());
+    assert!(
+        plan.steps.is_empty(),
+        "not even the masters: {:?}",
+        plan.steps
+    );
+    let refusal = plan.refusal.unwrap().to_string();
+    assert!(
+        refusal.contains("k8s-batch-38062788-1: shop/web-1 (PDB web"),
+        "{refusal}"
+    );
+    assert!(!gates(&state, &goal())[2].passed);
+    // A node the walk will not drain does not count.
+    let mut goal = goal();
+    goal.control_plane_only = true;
+    assert!(next_step(&state, &goal) != Decision::Refuse(Refusal::NoMasters));
+    assert_eq!(crate::upgrade::plan::plan(&state, &goal).refusal, None);
 }
 
 #[test]
@@ -452,9 +493,10 @@ fn gates_report_masters_images_and_budgets() {
     state
         .missing_images
         .push(crate::template::UBUNTU_2204.owned());
-    state
-        .drain_blockers
-        .insert(NodeName::new("n1"), vec!["default/web-1".into()]);
+    state.drain_blockers.insert(
+        NodeName::new("k8s-linuxpool-38062788-0"),
+        vec![blocker("default/web-1", 0, 2, 2)],
+    );
     let all = gates(&state, &goal());
     assert!(
         all[0].passed && all[0].detail.contains("recreated first"),
@@ -462,5 +504,5 @@ fn gates_report_masters_images_and_budgets() {
         all[0]
     );
     assert!(!all[1].passed && all[1].detail.contains("ubuntu-2204"));
-    assert!(!all[2].passed && all[2].detail.contains("n1"));
+    assert!(!all[2].passed && all[2].detail.contains("k8s-linuxpool-38062788-0"));
 }
