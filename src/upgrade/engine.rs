@@ -234,6 +234,9 @@ pub struct Engine {
     bridge: Arc<EventBridge>,
     stop: StopFlag,
     missing_images: Option<Vec<template::MarketplaceImage>>,
+    /// The last observation found the Kubernetes API down with a master VM
+    /// missing (a single-master cluster killed while its master was replaced).
+    api_down: bool,
 }
 
 impl Engine {
@@ -254,6 +257,7 @@ impl Engine {
             reporter,
             stop,
             missing_images: None,
+            api_down: false,
         }
     }
 
@@ -283,10 +287,45 @@ impl Engine {
                 ),
                 source: Box::new(source),
             })?;
-        let nodes = self.list_nodes().await?;
+        let nodes = self.list_nodes_unless_masterless(&vms).await?;
         let mut state = observe::build_state(self.model.view(), &vms, &nodes)?;
         state.missing_images = self.missing_images().await?;
         Ok(state)
+    }
+
+    /// Lists nodes. When the API does not answer and a master VM is missing, no
+    /// one else can bring it back: the API stays down until aksup recreates
+    /// that master, so the nodes are taken as unknown (empty) instead of
+    /// waiting; otherwise waits as [`Engine::list_nodes`] does.
+    async fn list_nodes_unless_masterless(
+        &mut self,
+        vms: &[arm::VirtualMachine],
+    ) -> Result<Vec<Node>> {
+        let api: Api<Node> = Api::all(self.kube.clone());
+        match api.list(&ListParams::default()).await {
+            Ok(list) => {
+                self.api_down = false;
+                return Ok(list.items);
+            }
+            Err(kube::Error::Api(status)) if status.code == 401 || status.code == 403 => {}
+            Err(err) => {
+                let without_nodes = observe::build_state(self.model.view(), vms, &[])?;
+                let master_missing = without_nodes.masters().is_some_and(|masters| {
+                    (0..masters.count).any(|index| masters.vm_at(index).is_none())
+                });
+                if master_missing {
+                    self.api_down = true;
+                    self.reporter.report(&Event::Warning {
+                        message: format!(
+                            "the Kubernetes API does not answer ({err}) and a master VM is missing: the master is recreated first"
+                        ),
+                    });
+                    return Ok(Vec::new());
+                }
+            }
+        }
+        self.api_down = false;
+        self.list_nodes().await
     }
 
     /// Lists nodes, waiting up to the VM timeout while the API does not answer
@@ -462,7 +501,9 @@ impl Engine {
     /// Computes the plan without changing anything.
     pub async fn plan(&mut self) -> Result<(ClusterState, Goal, Plan)> {
         let mut state = self.observe().await?;
-        self.drain_blockers(&mut state).await?;
+        if !self.api_down {
+            self.drain_blockers(&mut state).await?;
+        }
         let goal = self.goal(&state);
         let plan = plan::plan(&state, &goal);
         Ok((state, goal, plan))
@@ -503,6 +544,40 @@ impl Engine {
         if self.options.dry_run {
             // The caller shows the plan with its gates; a refusal is in `plan.refusal`.
             return Ok(summary);
+        }
+        // A single-master cluster killed while its master was replaced has no
+        // API, hence no lock to take: bring the master back first.
+        let mut state = state;
+        while self.api_down {
+            let Decision::Next(step) = plan::next_step(&state, &goal) else {
+                break;
+            };
+            if !matches!(step.action, Action::RecreateMaster { .. }) {
+                break;
+            }
+            self.reporter.report(&Event::StepStarted {
+                number: summary.steps_done + 1,
+                estimated_total: first_plan.steps.len().max(summary.steps_done + 1),
+                action: step.action.verb().into(),
+                subject: step.action.subject(),
+                reason: step.reason.clone(),
+            });
+            let started = Instant::now();
+            let result = self.execute(&state, &goal, &step).await;
+            self.reporter.report(&Event::StepFinished {
+                number: summary.steps_done + 1,
+                action: step.action.verb().into(),
+                subject: step.action.subject(),
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                outcome: if result.is_ok() {
+                    Outcome::Success
+                } else {
+                    Outcome::Failed
+                },
+            });
+            result?;
+            summary.steps_done += 1;
+            state = self.observe().await?;
         }
         // Gates that need the first observation (drain blockers are looked up only
         // now): a refusal here happens before anything is changed.

@@ -28,26 +28,15 @@ pub enum Error {
 }
 
 /// The cluster's 8-digit name suffix, from the masters' `resourceNameSuffix`
-/// tag or their names.
-pub fn recover_suffix(vms: &[VirtualMachine]) -> Result<String, Error> {
-    let mut found = BTreeSet::new();
-    for vm in vms {
-        let master_by_tag = vm
-            .tag("poolName")
-            .is_some_and(|pool| pool.eq_ignore_ascii_case(names::MASTER_POOL));
-        if master_by_tag
-            && let Some(suffix) = vm.tag("resourceNameSuffix").filter(|s| !s.is_empty())
-        {
-            found.insert(suffix.to_owned());
-            continue;
-        }
-        if let Some((pool, suffix, _)) = names::parse_linux_vm_name(&vm.name)
-            && pool.eq_ignore_ascii_case(names::MASTER_POOL)
-            && vm.name.to_ascii_lowercase().starts_with("k8s-master-")
-        {
-            found.insert(suffix);
-        }
-    }
+/// tag or their names; when no master VM exists (a single master deleted by a
+/// killed run), from the agents of the apimodel's pools the same way.
+pub fn recover_suffix(vms: &[VirtualMachine], agent_pools: &[String]) -> Result<String, Error> {
+    let masters = suffixes_of(vms, &[names::MASTER_POOL.to_owned()]);
+    let found = if masters.is_empty() {
+        suffixes_of(vms, agent_pools)
+    } else {
+        masters
+    };
     match found.len() {
         0 => Err(Error::NoClusterVms),
         1 => Ok(found.into_iter().next().unwrap_or_default()),
@@ -55,6 +44,30 @@ pub fn recover_suffix(vms: &[VirtualMachine]) -> Result<String, Error> {
             found.into_iter().collect::<Vec<_>>().join(", "),
         )),
     }
+}
+
+/// The suffixes that VMs of `pools` carry (tag first, else the Linux name).
+fn suffixes_of(vms: &[VirtualMachine], pools: &[String]) -> BTreeSet<String> {
+    let in_pools = |pool: &str| pools.iter().any(|p| p.eq_ignore_ascii_case(pool));
+    let mut found = BTreeSet::new();
+    for vm in vms {
+        if vm.tag("poolName").is_some_and(in_pools)
+            && let Some(suffix) = vm.tag("resourceNameSuffix").filter(|s| !s.is_empty())
+        {
+            found.insert(suffix.to_owned());
+            continue;
+        }
+        if let Some((pool, suffix, _)) = names::parse_linux_vm_name(&vm.name)
+            && in_pools(&pool)
+            && vm
+                .name
+                .to_ascii_lowercase()
+                .starts_with(&format!("k8s-{}-", pool.to_ascii_lowercase()))
+        {
+            found.insert(suffix);
+        }
+    }
+    found
 }
 
 /// The pools of the apimodel, control plane first.
@@ -142,7 +155,13 @@ pub fn build_state(
     vms: &[VirtualMachine],
     nodes: &[Node],
 ) -> Result<ClusterState, Error> {
-    let suffix = recover_suffix(vms)?;
+    let agent_pools: Vec<String> = model
+        .properties
+        .agent_pool_profiles
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    let suffix = recover_suffix(vms, &agent_pools)?;
     let pools = pools_of(model);
     let mut states: Vec<PoolState> = pools
         .iter()
@@ -334,7 +353,19 @@ mod tests {
     fn the_suffix_comes_from_names_when_tags_are_missing() {
         let mut vm = arm_vm("k8s-master-1234abcd-0", "", "1.33.10", "Succeeded");
         vm.tags.clear();
-        assert_eq!(recover_suffix(&[vm]).unwrap(), "1234abcd");
+        assert_eq!(recover_suffix(&[vm], &[]).unwrap(), "1234abcd");
+        // No master at all (a single master deleted by a killed run): the agents tell.
+        let agent = arm_vm(
+            "k8s-linuxpool-38062788-1",
+            "linuxpool",
+            "1.33.10",
+            "Succeeded",
+        );
+        assert_eq!(
+            recover_suffix(&[agent.clone()], &["linuxpool".into()]).unwrap(),
+            "38062788"
+        );
+        assert_eq!(recover_suffix(&[agent], &[]), Err(Error::NoClusterVms));
     }
 
     #[test]
