@@ -362,7 +362,7 @@ mod tests {
             "Succeeded",
         );
         assert_eq!(
-            recover_suffix(&[agent.clone()], &["linuxpool".into()]).unwrap(),
+            recover_suffix(std::slice::from_ref(&agent), &["linuxpool".into()]).unwrap(),
             "38062788"
         );
         assert_eq!(recover_suffix(&[agent], &[]), Err(Error::NoClusterVms));
