@@ -526,23 +526,16 @@ impl ArmClient {
         name: &str,
         options: &LroOptions,
     ) -> Result<()> {
-        let doing = format!("deleting VM {name} in resource group {resource_group}");
-        let url = self.rg_url(
+        let path = ["providers", "Microsoft.Compute", "virtualMachines", name];
+        self.delete(
             resource_group,
-            &["providers", "Microsoft.Compute", "virtualMachines", name],
+            "VM",
+            name,
+            &path,
             ResourceType::VirtualMachines,
-            &[],
-        )?;
-        self.long_running(
-            reqwest::Method::DELETE,
-            &url,
-            RequestBody::None,
-            LroKind::Delete,
             options,
-            &doing,
         )
         .await
-        .map(|_| ())
     }
 
     /// Deletes a network interface and waits until it is gone.
@@ -552,23 +545,17 @@ impl ArmClient {
         name: &str,
         options: &LroOptions,
     ) -> Result<()> {
-        let doing = format!("deleting network interface {name} in resource group {resource_group}");
-        let url = self.rg_url(
+        let path = ["providers", "Microsoft.Network", "networkInterfaces", name];
+        let kind = "network interface";
+        self.delete(
             resource_group,
-            &["providers", "Microsoft.Network", "networkInterfaces", name],
+            kind,
+            name,
+            &path,
             ResourceType::NetworkInterfaces,
-            &[],
-        )?;
-        self.long_running(
-            reqwest::Method::DELETE,
-            &url,
-            RequestBody::None,
-            LroKind::Delete,
             options,
-            &doing,
         )
         .await
-        .map(|_| ())
     }
 
     /// Deletes a managed disk and waits until it is gone.
@@ -578,13 +565,30 @@ impl ArmClient {
         name: &str,
         options: &LroOptions,
     ) -> Result<()> {
-        let doing = format!("deleting managed disk {name} in resource group {resource_group}");
-        let url = self.rg_url(
+        let path = ["providers", "Microsoft.Compute", "disks", name];
+        self.delete(
             resource_group,
-            &["providers", "Microsoft.Compute", "disks", name],
+            "managed disk",
+            name,
+            &path,
             ResourceType::Disks,
-            &[],
-        )?;
+            options,
+        )
+        .await
+    }
+
+    /// The one delete: a long-running DELETE followed to its end; already gone is success.
+    async fn delete(
+        &self,
+        resource_group: &str,
+        kind: &str,
+        name: &str,
+        path: &[&str],
+        resource: ResourceType,
+        options: &LroOptions,
+    ) -> Result<()> {
+        let doing = format!("deleting {kind} {name} in resource group {resource_group}");
+        let url = self.rg_url(resource_group, path, resource, &[])?;
         self.long_running(
             reqwest::Method::DELETE,
             &url,
